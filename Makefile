@@ -1,0 +1,36 @@
+# strata: see README.md.
+GO       ?= go
+BIN      := bin
+DATA     ?= $(CURDIR)/var
+# Debian's python3 first: libnbd's Python module (nbdsh) loads only there.
+export PATH := /usr/bin:/usr/sbin:/sbin:$(PATH)
+
+.PHONY: all build test test-deps bench run lint fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test-deps:
+	./scripts/test-deps.sh
+
+## test: install what the tests need, then run every test (race detector on).
+test: test-deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout 14m ./...
+
+## bench: Go benchmarks of the data path.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./storage/... ./layer/... ./nbd/...
+
+## run: start the daemon on embedded defaults (data and sockets under ./var).
+run: build
+	$(BIN)/stratad --data-dir $(DATA)
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)
