@@ -1,0 +1,539 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Reads of at least this many bytes consult Extents and send hole chunks
+// for zero runs: below it the lookup costs more than the bytes it saves.
+const (
+	sparseReadMin = 64 << 10
+	holeChunkMin  = 4 << 10
+	maxReadChunks = 64
+)
+
+// conn is one client connection. The reader goroutine (serve) parses
+// requests and starts a goroutine per request, bounded by slots (workers)
+// and budget (bytes); replies go out under wmu in whatever order requests
+// finish.
+type conn struct {
+	srv  *Server
+	raw  net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	peer Peer
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Negotiation state.
+	tlsForced  bool
+	noZeroes   bool
+	structured bool
+	metaBase   bool
+	metaExport string
+
+	// Transmission state, fixed once negotiation ends.
+	be     Backend
+	export string
+	sess   session
+	flags  uint16
+
+	wmu     sync.Mutex
+	waiting atomic.Int32 // goroutines waiting for wmu: the last one flushes
+	werr    error        // guarded by wmu
+
+	slots    chan struct{}
+	budget   *byteBudget
+	inflight sync.WaitGroup
+	dirty    atomic.Bool // a write completed since the last flush began
+
+	mu           sync.Mutex
+	nc           net.Conn // raw, or the TLS conn over it
+	transmitting bool
+	shutdown     bool
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &conn{
+		srv:    s,
+		raw:    nc,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 128<<10),
+		bw:     bufio.NewWriterSize(nc, 128<<10),
+		ctx:    ctx,
+		cancel: cancel,
+		slots:  make(chan struct{}, s.workers()),
+		budget: newByteBudget(s.budget()),
+	}
+	c.peer.Addr = nc.RemoteAddr()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		// Replies are small and latency-bound; Nagle would hold them.
+		tc.SetNoDelay(true)
+		c.tlsForced = s.TLSConfig != nil
+	}
+	if uc, ok := nc.(*net.UnixConn); ok {
+		c.peer.Unix = unixCred(uc)
+	}
+	return c
+}
+
+// beginShutdown asks the connection to stop reading requests: one still
+// negotiating is closed, one in transmission finishes what it has read.
+func (c *conn) beginShutdown() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.shutdown = true
+	if !c.transmitting {
+		c.raw.Close()
+		return
+	}
+	c.raw.SetReadDeadline(time.Now())
+}
+
+// abort closes the connection without waiting.
+func (c *conn) abort() {
+	c.cancel()
+	c.raw.Close()
+	c.budget.close()
+}
+
+func (c *conn) serve() {
+	defer c.cancel()
+	defer c.raw.Close()
+	c.raw.SetDeadline(time.Now().Add(c.srv.handshakeTimeout()))
+	if !c.negotiate() {
+		if c.be != nil {
+			closeBackend(c.be)
+		}
+		return
+	}
+	c.mu.Lock()
+	if c.shutdown {
+		c.mu.Unlock()
+		closeBackend(c.be)
+		return
+	}
+	c.transmitting = true
+	c.raw.SetDeadline(time.Time{})
+	c.mu.Unlock()
+	c.transmit()
+}
+
+func (c *conn) transmit() {
+	m := c.srv.Metrics
+	if m != nil {
+		m.Connection(c.export, 1)
+		defer m.Connection(c.export, -1)
+	}
+	defer closeBackend(c.be)
+	var hdr [requestHeaderSize]byte
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			break
+		}
+		req, err := parseRequest(hdr[:])
+		if err != nil {
+			break // framing is lost: hard disconnect
+		}
+		if req.typ == cmdDisc {
+			break
+		}
+		if e := c.sess.check(req); e != 0 {
+			if req.typ == cmdWrite {
+				// Skip the payload through the reader's buffer: an
+				// oversized write costs no memory, only bandwidth.
+				if _, err := c.br.Discard(int(req.length)); err != nil {
+					break
+				}
+			}
+			c.replyErr(req, e, errText(e, req))
+			if m != nil {
+				m.Request(c.export, opFor(req.typ), int64(req.length), 0, e)
+			}
+			continue
+		}
+		var buf *[]byte
+		var held int64
+		if req.typ == cmdRead || req.typ == cmdWrite {
+			held = int64(req.length)
+			if !c.budget.acquire(held) {
+				break
+			}
+		}
+		if req.typ == cmdWrite && req.length > 0 {
+			buf = getBuf(int(req.length))
+			if _, err := io.ReadFull(c.br, *buf); err != nil {
+				putBuf(buf)
+				c.budget.release(held)
+				break
+			}
+		}
+		c.slots <- struct{}{}
+		c.inflight.Add(1)
+		go c.handle(req, buf, held)
+	}
+	c.inflight.Wait()
+	if c.dirty.Load() {
+		// Not required by the protocol, but a client that disconnects
+		// (or a server shutting down) should not leave data only in a
+		// write-back cache.
+		if err := c.be.Flush(context.Background()); err != nil {
+			c.srv.logf("nbd: flush of %q at disconnect: %v", c.export, err)
+		}
+	}
+	c.mu.Lock()
+	c.nc.Close()
+	c.mu.Unlock()
+}
+
+func errText(e uint32, r request) string {
+	switch e {
+	case errnoINVAL:
+		return fmt.Sprintf("invalid request (type %d, flags %#x, offset %d, length %d)", r.typ, r.flags, r.offset, r.length)
+	case errnoNOSPC:
+		return "request past the end of the export"
+	case errnoPERM:
+		return "export is read-only"
+	}
+	return ""
+}
+
+// handle runs one request on its own goroutine and sends its reply.
+func (c *conn) handle(req request, buf *[]byte, held int64) {
+	var start time.Time
+	m := c.srv.Metrics
+	if m != nil {
+		start = time.Now()
+	}
+	errno := uint32(0)
+	defer func() {
+		if p := recover(); p != nil {
+			// A backend bug must not take the daemon down with it.
+			c.srv.logf("nbd: panic serving %q: %v", c.export, p)
+			errno = errnoIO
+			c.replyErr(req, errnoIO, "internal error")
+		}
+		if buf != nil {
+			putBuf(buf)
+		}
+		c.budget.release(held)
+		if m != nil {
+			m.Request(c.export, opFor(req.typ), int64(req.length), time.Since(start), errno)
+		}
+		<-c.slots
+		c.inflight.Done()
+	}()
+	ctx := c.ctx
+	off := int64(req.offset)
+	n := int64(req.length)
+	fua := req.flags&cflagFUA != 0
+	var err error
+	switch req.typ {
+	case cmdRead:
+		errno = c.doRead(req)
+		return
+	case cmdBlockStatus:
+		errno = c.doBlockStatus(req)
+		return
+	case cmdWrite:
+		if n > 0 {
+			err = c.be.WriteAt(ctx, *buf, off, fua)
+		}
+		c.markDirty(err)
+	case cmdFlush:
+		c.dirty.Store(false)
+		err = c.be.Flush(ctx)
+		if err != nil {
+			c.dirty.Store(true)
+		}
+	case cmdTrim:
+		if n > 0 {
+			err = c.be.Trim(ctx, off, n, fua)
+		}
+		c.markDirty(err)
+	case cmdWriteZeroes:
+		if n > 0 {
+			err = c.be.WriteZeroes(ctx, off, n, req.flags&cflagNoHole == 0, req.flags&cflagFastZero != 0, fua)
+		}
+		c.markDirty(err)
+	case cmdCache:
+		if ca, ok := c.be.(Cacher); ok && n > 0 {
+			err = ca.Cache(ctx, off, n)
+		}
+	}
+	errno = errnoFor(err)
+	if errno != 0 {
+		msg := ""
+		if errno == errnoIO {
+			msg = "I/O error"
+			c.srv.logf("nbd: %s on %q at %d+%d: %v", opFor(req.typ), c.export, off, n, err)
+		}
+		c.replyErr(req, errno, msg)
+		return
+	}
+	c.replySimple(req.cookie, 0, nil)
+}
+
+func (c *conn) markDirty(err error) {
+	if err == nil {
+		c.dirty.Store(true)
+	}
+}
+
+// lockW takes the write lock, counting waiters so that the last writer of a
+// burst flushes: replies finished together leave in one write syscall.
+func (c *conn) lockW() {
+	c.waiting.Add(1)
+	c.wmu.Lock()
+	c.waiting.Add(-1)
+}
+
+func (c *conn) unlockW() {
+	if c.werr == nil && c.waiting.Load() == 0 {
+		c.werr = c.bw.Flush()
+	}
+	failed := c.werr != nil
+	c.wmu.Unlock()
+	if failed {
+		// The client is gone or stuck: stop reading its requests too.
+		c.raw.Close()
+	}
+}
+
+func (c *conn) write(b []byte) {
+	if c.werr == nil {
+		_, c.werr = c.bw.Write(b)
+	}
+}
+
+func putSimple(h []byte, errno uint32, cookie uint64) {
+	binary.BigEndian.PutUint32(h[0:], magicSimple)
+	binary.BigEndian.PutUint32(h[4:], errno)
+	binary.BigEndian.PutUint64(h[8:], cookie)
+}
+
+func putChunk(h []byte, flags, typ uint16, cookie uint64, length uint32) {
+	binary.BigEndian.PutUint32(h[0:], magicStructured)
+	binary.BigEndian.PutUint16(h[4:], flags)
+	binary.BigEndian.PutUint16(h[6:], typ)
+	binary.BigEndian.PutUint64(h[8:], cookie)
+	binary.BigEndian.PutUint32(h[16:], length)
+}
+
+// replySimple sends a simple reply, with data for a successful read.
+func (c *conn) replySimple(cookie uint64, errno uint32, data []byte) {
+	var h [simpleReplySize]byte
+	putSimple(h[:], errno, cookie)
+	c.lockW()
+	c.write(h[:])
+	if len(data) > 0 {
+		c.write(data)
+	}
+	c.unlockW()
+}
+
+// replyErr sends an error reply: a structured error chunk when structured
+// replies were negotiated (mandatory for reads, and it carries a message),
+// else a simple reply.
+func (c *conn) replyErr(req request, errno uint32, msg string) {
+	if !c.sess.structured {
+		c.replySimple(req.cookie, errno, nil)
+		return
+	}
+	if len(msg) > 4096 {
+		msg = msg[:4096]
+	}
+	var h [structuredHdrSize + 6]byte
+	putChunk(h[:], replyFlagDone, chunkError, req.cookie, uint32(6+len(msg)))
+	binary.BigEndian.PutUint32(h[20:], errno)
+	binary.BigEndian.PutUint16(h[24:], uint16(len(msg)))
+	c.lockW()
+	c.write(h[:])
+	if c.werr == nil {
+		_, c.werr = c.bw.WriteString(msg)
+	}
+	c.unlockW()
+}
+
+// segment is a piece of a structured read reply.
+type segment struct {
+	off, n int
+	hole   bool
+}
+
+func (c *conn) doRead(req request) uint32 {
+	n := int(req.length)
+	if n == 0 {
+		if c.sess.structured {
+			var h [structuredHdrSize]byte
+			putChunk(h[:], replyFlagDone, chunkNone, req.cookie, 0)
+			c.lockW()
+			c.write(h[:])
+			c.unlockW()
+		} else {
+			c.replySimple(req.cookie, 0, nil)
+		}
+		return 0
+	}
+	buf := getBuf(n)
+	defer putBuf(buf)
+	p := *buf
+	off := int64(req.offset)
+
+	var segsArr [8]segment
+	segs := segsArr[:0]
+	if c.sess.structured && req.flags&cflagDF == 0 && n >= sparseReadMin {
+		segs = c.sparseSegments(segs, off, n)
+	}
+	var err error
+	if len(segs) == 0 {
+		err = c.be.ReadAt(c.ctx, p, off)
+	} else {
+		for _, s := range segs {
+			if !s.hole {
+				if err = c.be.ReadAt(c.ctx, p[s.off:s.off+s.n], off+int64(s.off)); err != nil {
+					break
+				}
+			}
+		}
+	}
+	if err != nil {
+		errno := errnoFor(err)
+		if errno == errnoIO {
+			c.srv.logf("nbd: read of %q at %d+%d: %v", c.export, off, n, err)
+		}
+		c.replyErr(req, errno, "read failed")
+		return errno
+	}
+	if !c.sess.structured {
+		c.replySimple(req.cookie, 0, p)
+		return 0
+	}
+	if len(segs) == 0 {
+		segs = append(segs, segment{0, n, false})
+	}
+	var h [structuredHdrSize + 12]byte
+	c.lockW()
+	for i, s := range segs {
+		flags := uint16(0)
+		if i == len(segs)-1 {
+			flags = replyFlagDone
+		}
+		if s.hole {
+			putChunk(h[:], flags, chunkOffsetHole, req.cookie, 12)
+			binary.BigEndian.PutUint64(h[20:], req.offset+uint64(s.off))
+			binary.BigEndian.PutUint32(h[28:], uint32(s.n))
+			c.write(h[:32])
+		} else {
+			putChunk(h[:], flags, chunkOffsetData, req.cookie, uint32(8+s.n))
+			binary.BigEndian.PutUint64(h[20:], req.offset+uint64(s.off))
+			c.write(h[:28])
+			c.write(p[s.off : s.off+s.n])
+		}
+	}
+	c.unlockW()
+	return 0
+}
+
+// sparseSegments splits a read into data and hole pieces from the backend's
+// extents. It returns nil when there is no hole worth a chunk, and treats any
+// extents it cannot use (an error, a zero length) as data.
+func (c *conn) sparseSegments(segs []segment, off int64, n int) []segment {
+	exts, err := c.be.Extents(c.ctx, off, int64(n))
+	if err != nil {
+		return nil
+	}
+	pos := 0
+	holes := 0
+	for _, e := range exts {
+		if pos >= n || e.Length <= 0 || len(segs) >= maxReadChunks-1 {
+			break
+		}
+		l := int(min(e.Length, int64(n-pos)))
+		hole := (e.Zero || e.Hole) && l >= holeChunkMin
+		if k := len(segs) - 1; k >= 0 && segs[k].hole == hole {
+			segs[k].n += l
+		} else {
+			segs = append(segs, segment{pos, l, hole})
+		}
+		if hole {
+			holes++
+		}
+		pos += l
+	}
+	if holes == 0 {
+		return nil
+	}
+	if pos < n {
+		if k := len(segs) - 1; !segs[k].hole {
+			segs[k].n += n - pos
+		} else {
+			segs = append(segs, segment{pos, n - pos, false})
+		}
+	}
+	return segs
+}
+
+func (c *conn) doBlockStatus(req request) uint32 {
+	off := int64(req.offset)
+	n := int64(req.length)
+	exts, err := c.be.Extents(c.ctx, off, n)
+	if err != nil {
+		errno := errnoFor(err)
+		c.replyErr(req, errno, "block status failed")
+		return errno
+	}
+	reqOne := req.flags&cflagReqOne != 0
+	payload := make([]byte, 4, 4+8*min(len(exts)+1, 1024))
+	binary.BigEndian.PutUint32(payload, metaContextIDBase)
+	var sum int64
+	var lastFlags uint32
+	for _, e := range exts {
+		if sum >= n || e.Length <= 0 {
+			break
+		}
+		l := min(e.Length, n-sum)
+		var f uint32
+		if e.Hole {
+			f |= stateHole | stateZero
+		}
+		if e.Zero {
+			f |= stateZero
+		}
+		if len(payload) > 4 && f == lastFlags {
+			// Merge runs the client cannot tell apart.
+			k := len(payload) - 8
+			binary.BigEndian.PutUint32(payload[k:], binary.BigEndian.Uint32(payload[k:])+uint32(l))
+		} else {
+			if reqOne && len(payload) > 4 {
+				break
+			}
+			payload = binary.BigEndian.AppendUint32(payload, uint32(l))
+			payload = binary.BigEndian.AppendUint32(payload, f)
+		}
+		lastFlags = f
+		sum += l
+	}
+	if len(payload) == 4 {
+		// Nothing usable: status 0 for the whole range is always true.
+		payload = binary.BigEndian.AppendUint32(payload, uint32(n))
+		payload = binary.BigEndian.AppendUint32(payload, 0)
+	}
+	var h [structuredHdrSize]byte
+	putChunk(h[:], replyFlagDone, chunkBlockStatus, req.cookie, uint32(len(payload)))
+	c.lockW()
+	c.write(h[:])
+	c.write(payload)
+	c.unlockW()
+	return 0
+}
