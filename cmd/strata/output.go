@@ -1,0 +1,150 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// column is one table column of a resource type.
+type column[T any] struct {
+	header string
+	value  func(T) string
+}
+
+// printJSON writes v indented, as the API sent it.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printList prints items as a table, or raw (the whole API reply) as JSON.
+func printList[T any](a *app, raw any, items []T, cols []column[T]) error {
+	if a.format == "json" {
+		return a.printJSON(raw)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	for i, c := range cols {
+		if i > 0 {
+			io.WriteString(tw, "\t")
+		}
+		io.WriteString(tw, c.header)
+	}
+	io.WriteString(tw, "\n")
+	for _, it := range items {
+		for i, c := range cols {
+			if i > 0 {
+				io.WriteString(tw, "\t")
+			}
+			io.WriteString(tw, cell(c.value(it)))
+		}
+		io.WriteString(tw, "\n")
+	}
+	return tw.Flush()
+}
+
+// printOne prints one resource as FIELD/VALUE rows, or as JSON.
+func printOne[T any](a *app, item T, cols []column[T]) error {
+	if a.format == "json" {
+		return a.printJSON(item)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	for _, c := range cols {
+		fmt.Fprintf(tw, "%s\t%s\n", c.header, cell(c.value(item)))
+	}
+	return tw.Flush()
+}
+
+// cell keeps a table cell on one line and visibly empty.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// humanSize prints a byte count with a binary unit.
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func labels(m map[string]string) string {
+	parts := make([]string, 0, len(m))
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	sortStrings(parts)
+	return strings.Join(parts, ",")
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// parseSize reads a byte count with an optional binary suffix: 10G, 512M,
+// 64KiB, 1073741824. K, M, G, T are powers of 1024, as for every disk size.
+func parseSize(v string) (int64, error) {
+	t := strings.TrimSpace(v)
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		case 't', 'T':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("size %q: want a byte count like 10G, 512MiB or 1073741824", v)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+// parseLabels reads k=v pairs.
+func parseLabels(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("label %q: want key=value", kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
