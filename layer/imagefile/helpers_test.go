@@ -24,13 +24,13 @@ func run(t testing.TB, name string, args ...string) string {
 // block size, so every format has a partial last unit.
 func patternSize() int64 {
 	if testing.Short() {
-		return 3<<20 + 3584
+		return 6<<20 + 3584
 	}
-	return 9<<20 + 3584
+	return 12<<20 + 3584
 }
 
 // pattern builds a disk of 16 KiB pieces of random data, compressible
-// text, zeros and nearly-zero blocks, with a long zero hole in the middle
+// text, zeros and nearly-zero blocks, with a long zero hole
 // and data up to the last byte.
 func pattern(size int64, seed uint64) []byte {
 	rng := rand.New(rand.NewPCG(seed, 7))
@@ -38,8 +38,8 @@ func pattern(size int64, seed uint64) []byte {
 	const piece = 16 << 10
 	for off := int64(0); off < size; off += piece {
 		p := b[off:min(off+piece, size)]
-		if off >= size/3 && off < size/3+1<<20 {
-			continue // a hole of at least 1 MiB: whole zero clusters
+		if off >= 2<<20 && off < 4<<20+512<<10 {
+			continue // a 2.5 MiB hole: whole zero clusters, grains and VHD blocks
 		}
 		switch rng.IntN(5) {
 		case 0:

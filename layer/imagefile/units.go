@@ -23,6 +23,7 @@ type unitMap struct {
 	kind unitKind
 	host int64
 	clen int64
+	idx  int64 // logical unit, for formats that check it (VMDK markers)
 }
 
 // unitFormat is what a table-mapped format (qcow2, VMDK) supplies to the
