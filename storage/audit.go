@@ -1,0 +1,138 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// RefSource walks every chunk reference held by the maps above the store,
+// calling yield once per reference. The audit uses it to rebuild counts.
+type RefSource func(yield func(ChunkID) error) error
+
+// AuditReport compares stored counts with counts rebuilt from the maps.
+type AuditReport struct {
+	Chunks   int64
+	Leaked   []ChunkID // stored count higher than the maps' (space never freed)
+	Missing  []ChunkID // stored count lower than the maps' (would be freed too early)
+	Dangling []ChunkID // referenced by a map but not stored
+	Corrupt  []ChunkID // failed checksum when verify is on
+}
+
+// Clean reports whether the audit found nothing wrong.
+func (r AuditReport) Clean() bool {
+	return len(r.Leaked)+len(r.Missing)+len(r.Dangling)+len(r.Corrupt) == 0
+}
+
+// Audit rebuilds every reference count from refs and compares. With verify,
+// every chunk is read and checksummed too.
+//
+// The rebuilt counts are held in a map of id -> count (about 40 bytes per
+// distinct referenced chunk: 400 MB for ten million chunks); the stored
+// records and chunk bodies are streamed. The walk of refs and the read of
+// the stored counts are not one snapshot, so run the audit on a quiet store
+// (no imports, deletes or seals in flight) or expect in-flight changes to
+// show up as differences.
+func (s *Store) Audit(ctx context.Context, refs RefSource, verify bool) (AuditReport, error) {
+	var rep AuditReport
+	want := make(map[ChunkID]int64)
+	if refs != nil {
+		err := refs(func(id ChunkID) error {
+			if id != ZeroChunk {
+				want[id]++
+			}
+			return ctx.Err()
+		})
+		if err != nil {
+			return rep, fmt.Errorf("storage: audit: walking references: %w", err)
+		}
+	}
+	err := s.db.View(func(tx *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte{nsRef}
+		it := tx.NewIterator(opts)
+		defer it.Close()
+		var rr refRecord
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			id, ok := parseIDKey(it.Item().Key())
+			if !ok {
+				continue
+			}
+			rep.Chunks++
+			if err := it.Item().Value(rr.unmarshal); err != nil {
+				rep.Corrupt = append(rep.Corrupt, id)
+				continue
+			}
+			n := want[id]
+			delete(want, id)
+			switch {
+			case rr.count > n:
+				rep.Leaked = append(rep.Leaked, id)
+			case rr.count < n:
+				rep.Missing = append(rep.Missing, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("storage: audit: %w", err)
+	}
+	for id := range want {
+		rep.Dangling = append(rep.Dangling, id)
+	}
+	if verify {
+		if err := s.verifyAll(ctx, &rep); err != nil {
+			return rep, err
+		}
+	}
+	for _, l := range [][]ChunkID{rep.Leaked, rep.Missing, rep.Dangling, rep.Corrupt} {
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	}
+	return rep, nil
+}
+
+// verifyAll decodes and checksums every stored chunk, streaming.
+func (s *Store) verifyAll(ctx context.Context, rep *AuditReport) error {
+	err := s.db.View(func(tx *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte{nsChunk}
+		opts.PrefetchValues = false
+		it := tx.NewIterator(opts)
+		defer it.Close()
+		buf := make([]byte, 0, MaxChunkSize)
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			id, ok := parseIDKey(it.Item().Key())
+			if !ok {
+				continue
+			}
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				buf, err = s.codec.decode(v, buf)
+				return err
+			})
+			if errors.Is(err, ErrCorrupt) {
+				s.corruptReads.Add(1)
+				rep.Corrupt = append(rep.Corrupt, id)
+				buf = make([]byte, 0, MaxChunkSize)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: audit verify: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,445 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Store is the chunk store and the single Badger database of a data directory.
+type Store struct {
+	db        *badger.DB
+	dir       string
+	opts      Options
+	chunkSize int
+	seq       *badger.Sequence
+	hash      *hasher
+	codec     *codec
+	holds     holdSet
+
+	// Store-wide figures, recomputed from the reference records on Open
+	// and moved by every commit after that (see stats.go).
+	chunks        atomic.Int64
+	rawBytes      atomic.Int64
+	storedBytes   atomic.Int64
+	referencedRaw atomic.Int64
+	corruptReads  atomic.Int64
+
+	gcMu              sync.Mutex   // one collection at a time
+	freedSinceCompact atomic.Int64 // stored bytes freed since the LSM was last compacted for vlog GC
+
+	lastGCMu  sync.Mutex
+	lastGC    GCStats
+	lastGCErr error
+	lastGCAt  time.Time
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// Errors besides ErrCorrupt and ErrNotFound (contract.go).
+var (
+	// ErrTxnTooBig: a transaction grew past what Badger commits at once;
+	// split the work into smaller steps.
+	ErrTxnTooBig = errors.New("storage: transaction too big")
+	// ErrConflict: a transaction kept conflicting with concurrent ones and
+	// gave up after several retries.
+	ErrConflict = errors.New("storage: transaction conflict")
+	// ErrRefUnderflow: AddRef would take a reference count below zero
+	// (a double free in the caller).
+	ErrRefUnderflow = errors.New("storage: reference count below zero")
+	// ErrLeaseReleased: Put under a lease that was already released.
+	ErrLeaseReleased = errors.New("storage: lease released")
+	// ErrInvalid: a bad argument (chunk too long, bad options).
+	ErrInvalid = errors.New("storage: invalid argument")
+)
+
+// commitRetries bounds how often a transaction that lost a conflict is run
+// again. Conflicts here are short-lived (two writers on one chunk's count),
+// so a handful of retries always suffices in practice.
+const commitRetries = 64
+
+// Open opens or creates the store in dir. An existing store keeps the chunk
+// size it was created with.
+func Open(dir string, opts Options) (*Store, error) {
+	def := DefaultOptions()
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = def.ChunkSize
+	}
+	if opts.CompressionLevel == 0 {
+		opts.CompressionLevel = def.CompressionLevel
+	}
+	if err := validChunkSize(opts.ChunkSize); err != nil {
+		return nil, err
+	}
+	db, err := badger.Open(opts.badgerOptions(dir))
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
+	}
+	s := &Store{db: db, dir: dir, opts: opts, stop: make(chan struct{})}
+	s.holds.init()
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if opts.GCInterval > 0 {
+		s.wg.Add(1)
+		go s.gcLoop(opts.GCInterval)
+	}
+	return s, nil
+}
+
+func validChunkSize(n int) error {
+	if n < MinChunkSize || n > MaxChunkSize || n&(n-1) != 0 {
+		return fmt.Errorf("%w: chunk size %d is not a power of two in [%d, %d]",
+			ErrInvalid, n, MinChunkSize, MaxChunkSize)
+	}
+	return nil
+}
+
+// init reads or creates the persistent settings (chunk size, hash secret),
+// then the id sequence, codec and figures.
+func (s *Store) init() error {
+	var secret []byte
+	err := s.db.Update(func(tx *badger.Txn) error {
+		item, err := tx.Get(keyChunkSize)
+		switch {
+		case err == nil:
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != 4 {
+				return fmt.Errorf("%w: chunk size record", ErrCorrupt)
+			}
+			s.chunkSize = int(binary.LittleEndian.Uint32(v))
+		case errors.Is(err, badger.ErrKeyNotFound):
+			s.chunkSize = s.opts.ChunkSize
+			if err := tx.Set(keyChunkSize, binary.LittleEndian.AppendUint32(nil, uint32(s.chunkSize))); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+		item, err = tx.Get(keySecret)
+		switch {
+		case err == nil:
+			secret, err = item.ValueCopy(nil)
+			return err
+		case errors.Is(err, badger.ErrKeyNotFound):
+			secret = make([]byte, 32)
+			if _, err := rand.Read(secret); err != nil {
+				return err
+			}
+			return tx.Set(keySecret, secret)
+		default:
+			return err
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("storage: settings: %w", err)
+	}
+	if err := validChunkSize(s.chunkSize); err != nil {
+		return fmt.Errorf("%w: stored %v", ErrCorrupt, err)
+	}
+	if len(secret) != 32 {
+		return fmt.Errorf("%w: hash secret of %d bytes", ErrCorrupt, len(secret))
+	}
+	if s.hash, err = newHasher(secret); err != nil {
+		return err
+	}
+	// Bandwidth 4096: one sequence write per 4096 new chunks; a crash
+	// wastes at most that many ids, which are never reused.
+	if s.seq, err = s.db.GetSequence(keySequence, 4096); err != nil {
+		return fmt.Errorf("storage: id sequence: %w", err)
+	}
+	if s.codec, err = newCodec(s.opts.CompressionLevel, s.opts.workers()); err != nil {
+		return fmt.Errorf("storage: codec: %w", err)
+	}
+	return s.recount()
+}
+
+// Close stops background work and closes the database.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		if s.seq != nil {
+			err = s.seq.Release()
+		}
+		if cerr := s.db.Close(); err == nil {
+			err = cerr
+		}
+		if s.codec != nil {
+			s.codec.close()
+		}
+	})
+	return err
+}
+
+// ChunkSize is the store's fixed chunk size.
+func (s *Store) ChunkSize() int { return s.chunkSize }
+
+// Sync makes every committed transaction durable. A commit is already in
+// Badger's write-ahead log (mmap'd files) when it returns, which survives
+// kill -9 of the process; Sync fsyncs the log and the value log so it also
+// survives losing the machine.
+func (s *Store) Sync() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("storage: sync: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) nextID() (ChunkID, error) {
+	for {
+		n, err := s.seq.Next()
+		if err != nil {
+			return 0, fmt.Errorf("storage: next chunk id: %w", err)
+		}
+		if ChunkID(n) != ZeroChunk {
+			return ChunkID(n), nil
+		}
+	}
+}
+
+// Put stores one raw chunk (len <= ChunkSize; shorter only at the end of an
+// image) and returns its id, deduplicated by keyed hash. An all-zero chunk
+// returns ZeroChunk and stores nothing. The chunk is held by the lease until
+// a transaction references it with AddRef. With a nil lease only GCGrace
+// protects an unreferenced chunk.
+func (s *Store) Put(raw []byte, l *Lease) (ChunkID, error) {
+	if len(raw) > s.chunkSize {
+		return 0, fmt.Errorf("%w: chunk of %d bytes, chunk size %d", ErrInvalid, len(raw), s.chunkSize)
+	}
+	if len(raw) == 0 || isZero(raw) {
+		return ZeroChunk, nil
+	}
+	it := putItem{raw: raw, hash: s.hash.sum(raw)}
+	items := []*putItem{&it}
+	if _, err := s.commitPuts(items, l); err != nil {
+		return 0, err
+	}
+	return it.id, nil
+}
+
+// putItem is one chunk on its way into the store.
+type putItem struct {
+	raw   []byte
+	zero  bool
+	hash  chunkHash
+	rec   []byte // encoded record, made on first need and kept across retries
+	id    ChunkID
+	isNew bool
+}
+
+// putResult sums what a batch of puts added.
+type putResult struct {
+	newChunks, dedupChunks, storedBytes, rawBytes int64
+}
+
+// commitPuts stores a batch of hashed chunks in one transaction: per chunk
+// it looks the hash up and either writes a new record (count 0, in the GC
+// queue, held by the lease) or dedups onto the existing id.
+//
+// Safety against GC: the lease hold is taken before the commit, and a
+// dedup always rewrites the chunk's reference record. GC reads that record
+// and deletes it in its own transaction, so Badger's conflict check orders
+// the two: either GC committed first (then our read of the hash index
+// conflicts, we retry and store the chunk anew), or we did (then GC's
+// transaction, which read the record before our commit, fails; any later
+// GC sees the hold). Concurrent puts of identical content conflict on the
+// hash key the same way, so they end with one id.
+func (s *Store) commitPuts(items []*putItem, l *Lease) (putResult, error) {
+	var added []ChunkID
+	for attempt := 0; ; attempt++ {
+		added = added[:0]
+		res, err := s.tryPuts(items, l, &added)
+		if err == nil {
+			s.chunks.Add(res.newChunks)
+			s.rawBytes.Add(res.rawBytes)
+			s.storedBytes.Add(res.storedBytes)
+			return res, nil
+		}
+		if l != nil {
+			l.drop(added)
+		}
+		switch {
+		case errors.Is(err, badger.ErrTxnTooBig) && len(items) > 1:
+			// Split: each half is its own transaction. Halves may each
+			// have committed chunks before a later error; those are held
+			// by the lease like any other.
+			a, err := s.commitPuts(items[:len(items)/2], l)
+			if err != nil {
+				return a, err
+			}
+			b, err := s.commitPuts(items[len(items)/2:], l)
+			a.newChunks += b.newChunks
+			a.dedupChunks += b.dedupChunks
+			a.storedBytes += b.storedBytes
+			a.rawBytes += b.rawBytes
+			return a, err
+		case errors.Is(err, badger.ErrConflict) && attempt < commitRetries:
+			continue
+		case errors.Is(err, badger.ErrConflict):
+			return putResult{}, fmt.Errorf("%w: put: %v", ErrConflict, err)
+		case errors.Is(err, badger.ErrTxnTooBig):
+			return putResult{}, fmt.Errorf("%w: put: %v", ErrTxnTooBig, err)
+		default:
+			return putResult{}, fmt.Errorf("storage: put: %w", err)
+		}
+	}
+}
+
+func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID) (putResult, error) {
+	var res putResult
+	tx := s.db.NewTransaction(true)
+	defer tx.Discard()
+	now := time.Now().UnixNano()
+	hold := func(id ChunkID) error {
+		if l == nil {
+			return nil
+		}
+		fresh, err := l.add(id)
+		if fresh {
+			*added = append(*added, id)
+		}
+		return err
+	}
+	for _, it := range items {
+		if it.zero {
+			continue
+		}
+		hk := hashKey(&it.hash)
+		item, err := tx.Get(hk)
+		switch {
+		case err == nil:
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return res, err
+			}
+			if len(v) != 8 {
+				return res, fmt.Errorf("%w: hash index entry of %d bytes", ErrCorrupt, len(v))
+			}
+			id := ChunkID(binary.BigEndian.Uint64(v))
+			rk := idKey(nsRef, id)
+			rr, err := getRef(tx, rk)
+			if err != nil {
+				return res, fmt.Errorf("chunk %d in hash index: %w", id, err)
+			}
+			if err := hold(id); err != nil {
+				return res, err
+			}
+			if rr.count == 0 {
+				// Revive: restart its grace period from now.
+				if err := tx.Delete(zeroKey(rr.zeroSince, id)); err != nil {
+					return res, err
+				}
+				rr.zeroSince = now
+				if err := tx.Set(zeroKey(now, id), nil); err != nil {
+					return res, err
+				}
+			}
+			// Always rewrite: the write is what makes a concurrent GC of
+			// this chunk conflict (see commitPuts).
+			if err := tx.Set(rk, rr.marshal()); err != nil {
+				return res, err
+			}
+			it.id, it.isNew = id, false
+			res.dedupChunks++
+		case errors.Is(err, badger.ErrKeyNotFound):
+			id, err := s.nextID()
+			if err != nil {
+				return res, err
+			}
+			if it.rec == nil {
+				it.rec = s.codec.encode(it.raw, nil)
+			}
+			if err := hold(id); err != nil {
+				return res, err
+			}
+			rr := refRecord{zeroSince: now, rawLen: uint32(len(it.raw)), storedLen: uint32(len(it.rec)), hash: it.hash}
+			for _, kv := range [][2][]byte{
+				{idKey(nsChunk, id), it.rec},
+				{hk, binary.BigEndian.AppendUint64(nil, uint64(id))},
+				{idKey(nsRef, id), rr.marshal()},
+				{zeroKey(now, id), nil},
+			} {
+				if err := tx.Set(kv[0], kv[1]); err != nil {
+					return res, err
+				}
+			}
+			it.id, it.isNew = id, true
+			res.newChunks++
+			res.rawBytes += int64(len(it.raw))
+			res.storedBytes += int64(len(it.rec))
+		default:
+			return res, err
+		}
+	}
+	return res, tx.Commit()
+}
+
+func getRef(tx *badger.Txn, rk []byte) (refRecord, error) {
+	var rr refRecord
+	item, err := tx.Get(rk)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return rr, ErrNotFound
+	}
+	if err != nil {
+		return rr, err
+	}
+	err = item.Value(rr.unmarshal)
+	return rr, err
+}
+
+// Get returns the raw bytes of a chunk, appended to dst[:0]. The checksum is
+// verified; a mismatch returns an error wrapping ErrCorrupt. ZeroChunk reads
+// as ChunkSize zero bytes.
+func (s *Store) Get(id ChunkID, dst []byte) ([]byte, error) {
+	if id == ZeroChunk {
+		dst = dst[:0]
+		return append(dst, zeroBlock[:s.chunkSize]...), nil
+	}
+	var out []byte
+	err := s.db.View(func(tx *badger.Txn) error {
+		item, err := tx.Get(idKey(nsChunk, id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("%w: chunk %d", ErrNotFound, id)
+		}
+		if err != nil {
+			return fmt.Errorf("storage: get chunk %d: %w", id, err)
+		}
+		return item.Value(func(v []byte) error {
+			out, err = s.codec.decode(v, dst)
+			return err
+		})
+	})
+	if errors.Is(err, ErrCorrupt) {
+		s.corruptReads.Add(1)
+		return nil, fmt.Errorf("chunk %d: %w", id, err)
+	}
+	return out, err
+}
+
+// detach lets background work stop when the store closes.
+func (s *Store) detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}

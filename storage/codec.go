@@ -1,0 +1,115 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// A stored chunk record is
+//
+//	codec (1 byte) | raw length (4, little endian) | xxhash64 of raw (8) | payload
+//
+// The checksum covers the raw bytes, so it catches a flipped bit in the
+// payload, a decoder bug and a record swapped for another alike.
+const (
+	codecRaw  byte = 0 // payload is the raw chunk (it did not shrink)
+	codecZstd byte = 1 // payload is one zstd frame
+
+	recordHeader = 1 + 4 + 8
+)
+
+// codec holds one zstd encoder and decoder shared by every goroutine:
+// EncodeAll and DecodeAll are safe for concurrent use and keep a pool of
+// per-call states sized by their concurrency, so nothing is allocated per
+// chunk once warm.
+type codec struct {
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+}
+
+func newCodec(level, workers int) (*codec, error) {
+	n := max(workers, runtime.GOMAXPROCS(0))
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
+		zstd.WithEncoderConcurrency(n),
+		// A chunk is at most 64 KiB: a bigger window only costs memory.
+		zstd.WithWindowSize(MaxChunkSize),
+		// Our own xxhash64 covers the raw bytes; zstd's CRC would be a
+		// second checksum over the same data.
+		zstd.WithEncoderCRC(false),
+		zstd.WithZeroFrames(false),
+	)
+	if err != nil {
+		return nil, err
+	}
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(n),
+		// A damaged frame must not make us allocate more than a chunk.
+		zstd.WithDecoderMaxMemory(MaxChunkSize),
+		zstd.WithDecoderMaxWindow(MaxChunkSize),
+	)
+	if err != nil {
+		enc.Close()
+		return nil, err
+	}
+	return &codec{enc: enc, dec: dec}, nil
+}
+
+func (c *codec) close() {
+	c.enc.Close()
+	c.dec.Close()
+}
+
+// encode appends the record of raw to dst[:0].
+func (c *codec) encode(raw, dst []byte) []byte {
+	dst = append(dst[:0], make([]byte, recordHeader)...)
+	binary.LittleEndian.PutUint32(dst[1:5], uint32(len(raw)))
+	binary.LittleEndian.PutUint64(dst[5:13], xxhash.Sum64(raw))
+	dst = c.enc.EncodeAll(raw, dst)
+	if len(dst)-recordHeader >= len(raw) {
+		dst = append(dst[:recordHeader], raw...)
+		dst[0] = codecRaw
+	} else {
+		dst[0] = codecZstd
+	}
+	return dst
+}
+
+// decode appends the raw chunk of rec to dst[:0] and verifies it. Every
+// failure wraps ErrCorrupt: a record we cannot read back is damage, never
+// a reason to return something else.
+func (c *codec) decode(rec, dst []byte) ([]byte, error) {
+	if len(rec) < recordHeader {
+		return nil, fmt.Errorf("%w: record of %d bytes", ErrCorrupt, len(rec))
+	}
+	rawLen := int(binary.LittleEndian.Uint32(rec[1:5]))
+	sum := binary.LittleEndian.Uint64(rec[5:13])
+	payload := rec[recordHeader:]
+	if rawLen > MaxChunkSize {
+		return nil, fmt.Errorf("%w: raw length %d", ErrCorrupt, rawLen)
+	}
+	var out []byte
+	switch rec[0] {
+	case codecRaw:
+		out = append(dst[:0], payload...)
+	case codecZstd:
+		var err error
+		out, err = c.dec.DecodeAll(payload, dst[:0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, rec[0])
+	}
+	if len(out) != rawLen {
+		return nil, fmt.Errorf("%w: length %d, want %d", ErrCorrupt, len(out), rawLen)
+	}
+	if xxhash.Sum64(out) != sum {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	return out, nil
+}

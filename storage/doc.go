@@ -1,0 +1,64 @@
+// Package storage is strata's chunk store: content-addressed, compressed,
+// checksummed chunks and a transactional key/value space, all in one
+// Badger database per data directory.
+//
+// # Terms
+//
+//   - A chunk is ChunkSize raw bytes cut at a fixed, aligned offset of an
+//     image (shorter only at its end). The chunk size is fixed when the
+//     store is created and kept on reopen.
+//   - A chunk id (ChunkID) is a small integer from a sequence. Maps above
+//     the store hold ids, never hashes. ZeroChunk (0) means "all zeros":
+//     it is never stored, never counted and reads as zeros.
+//   - A chunk's identity is the BLAKE3 hash of its raw bytes keyed with a
+//     random per-store secret; an index hash -> id makes Put deduplicate.
+//     The key stops anyone from crafting a collision from outside.
+//   - A stored chunk is codec | raw length | xxhash64 of the raw bytes |
+//     payload (zstd, or raw when that does not shrink). Every read decodes
+//     and checks the checksum; a mismatch is ErrCorrupt, counted in
+//     Stats.CorruptReads, and never returned as data.
+//   - A reference count says how many map entries use a chunk. It changes
+//     only through Txn.AddRef, inside the same transaction that changes the
+//     maps, so what users see and the counts behind it commit together.
+//   - A lease protects chunks a writer has Put but not yet referenced (an
+//     import or seal in progress) from GC until it is released.
+//   - GC frees a chunk whose count has been zero for GCGrace and that no
+//     lease holds, then lets Badger's value-log GC give the space back.
+//     An audit rebuilds every count from the maps and compares.
+//
+// # Lifecycle of a chunk
+//
+// Importing an image:
+//
+//	l := s.NewLease()
+//	defer l.Release()
+//	st, err := s.Import(ctx, r, l, func(i int64, id ChunkID) error {
+//		mapEntries[i] = id // remember the ids in order
+//		return nil
+//	}, nil)
+//	// then, in one transaction: write the map and AddRef(id, +1) each id
+//	err = s.Update(func(tx *Txn) error { ... tx.Set(...); tx.AddRef(id, 1) ... })
+//
+// A new chunk starts at count 0 held by the lease. Once the map that uses
+// it has committed (count >= 1) the lease no longer matters. Deleting the
+// map is the reverse: AddRef(id, -1) in the transaction that deletes it.
+// At zero the chunk enters the GC queue; GC frees it after GCGrace unless
+// a lease holds it or a Put deduplicated onto it meanwhile (which revives
+// it: it is held by that Put's lease and its grace starts over).
+//
+// # Concurrency
+//
+// Every method is safe for concurrent use. Transactions are Badger's
+// optimistic, serialisable snapshot transactions: two that change the same
+// chunk's count conflict, and Update runs the loser's fn again. GC runs
+// beside the data path without a store-wide lock; it reads and deletes each
+// chunk's reference record in a transaction, so a concurrent AddRef or Put
+// of that chunk makes one side's commit fail and a referenced chunk is
+// never freed.
+//
+// # Durability
+//
+// A committed transaction is in Badger's write-ahead log when Update
+// returns and survives the process being killed; Sync (which the layer
+// calls on NBD FLUSH and FUA) fsyncs it so it also survives a power loss.
+package storage

@@ -1,0 +1,247 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// GCStats reports one collection.
+type GCStats struct {
+	FreedChunks   int64
+	FreedBytes    int64 // stored bytes of the freed chunks
+	VlogReclaimed int64 // bytes Badger's value-log GC gave back
+	VlogRewritten int   // value-log files rewritten
+}
+
+// gcBatch is how many queue entries one GC transaction examines: small
+// enough that a transaction never grows large and memory stays bounded,
+// large enough to amortise the commit.
+const gcBatch = 256
+
+// GC frees chunks whose count has been zero for longer than the grace
+// period and that no lease holds, then runs Badger's value-log GC.
+//
+// It walks the GC queue (entries keyed by the time a count reached zero,
+// oldest first) in batches and stops at the first entry younger than the
+// grace period, so its cost follows the garbage, not the store. Each batch
+// is one transaction that re-reads every candidate's reference record
+// before deleting it; a concurrent AddRef or deduplicating Put writes that
+// same record, so Badger's conflict check lets only one of them commit and
+// a referenced chunk is never freed. There is no store-wide lock: the
+// data path runs on while GC does.
+func (s *Store) GC(ctx context.Context) (GCStats, error) {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	var st GCStats
+	cutoff := time.Now().Add(-s.opts.GCGrace).UnixNano()
+	start := []byte{nsZero}
+	for {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		cands, next, err := s.gcCandidates(start, cutoff)
+		if err != nil {
+			return st, err
+		}
+		if len(cands) == 0 {
+			break
+		}
+		if err := s.gcFree(cands, cutoff, &st); err != nil {
+			return st, err
+		}
+		if next == nil {
+			break
+		}
+		start = next
+	}
+	s.freedSinceCompact.Add(st.FreedBytes)
+	if err := s.vlogGC(ctx, &st); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+type gcCand struct {
+	since int64
+	id    ChunkID
+}
+
+// gcCandidates reads up to gcBatch queue entries from start with a time at
+// or before cutoff; next is where to continue, nil at the end.
+func (s *Store) gcCandidates(start []byte, cutoff int64) (cands []gcCand, next []byte, err error) {
+	err = s.db.View(func(tx *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte{nsZero}
+		it := tx.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(start); it.Valid(); it.Next() {
+			since, id, ok := parseZeroKey(it.Item().Key())
+			if !ok {
+				continue
+			}
+			if since > cutoff {
+				return nil
+			}
+			if len(cands) == gcBatch {
+				next = it.Item().KeyCopy(nil)
+				return nil
+			}
+			cands = append(cands, gcCand{since, id})
+		}
+		return nil
+	})
+	return cands, next, err
+}
+
+// gcFree frees the candidates that still qualify, in one transaction,
+// retried on conflict (each retry re-reads everything).
+func (s *Store) gcFree(cands []gcCand, cutoff int64, st *GCStats) error {
+	for attempt := 0; ; attempt++ {
+		var freed, freedBytes, freedRaw int64
+		err := func() error {
+			tx := s.db.NewTransaction(true)
+			defer tx.Discard()
+			for _, c := range cands {
+				zk := zeroKey(c.since, c.id)
+				rr, err := getRef(tx, idKey(nsRef, c.id))
+				if errors.Is(err, ErrNotFound) {
+					// A stale queue entry; the chunk is already gone.
+					if err := tx.Delete(zk); err != nil {
+						return err
+					}
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if rr.count != 0 || rr.zeroSince != c.since {
+					// Referenced again or revived since it was queued:
+					// the entry is stale (a current one exists if needed).
+					if err := tx.Delete(zk); err != nil {
+						return err
+					}
+					continue
+				}
+				// The hold is checked after the record was read in this
+				// transaction: a Put that takes a hold later also rewrites
+				// the record and so makes this commit conflict.
+				if rr.zeroSince > cutoff || s.holds.held(c.id) {
+					continue
+				}
+				for _, k := range [][]byte{idKey(nsChunk, c.id), idKey(nsRef, c.id), hashKey(&rr.hash), zk} {
+					if err := tx.Delete(k); err != nil {
+						return err
+					}
+				}
+				freed++
+				freedBytes += int64(rr.storedLen)
+				freedRaw += int64(rr.rawLen)
+			}
+			return tx.Commit()
+		}()
+		if err == nil {
+			st.FreedChunks += freed
+			st.FreedBytes += freedBytes
+			s.chunks.Add(-freed)
+			s.storedBytes.Add(-freedBytes)
+			s.rawBytes.Add(-freedRaw)
+			return nil
+		}
+		if errors.Is(err, badger.ErrConflict) && attempt < commitRetries {
+			continue
+		}
+		if errors.Is(err, badger.ErrConflict) {
+			// Busy chunks: leave them for the next collection.
+			return nil
+		}
+		return fmt.Errorf("storage: gc: %w", err)
+	}
+}
+
+// vlogGC gives freed space back to the file system. Badger rewrites a
+// value-log file only once compactions have recorded how much of it is
+// dead (its discard statistics), and a small or quiet store may never
+// compact on its own. So once a value-log file's worth (or a quarter of
+// one, for small files) has been freed, GC forces that: it flushes the
+// memtable and flattens the LSM tree, then rewrites files while Badger
+// finds ones that are at least half garbage.
+func (s *Store) vlogGC(ctx context.Context, st *GCStats) error {
+	if s.opts.InMemory {
+		return nil
+	}
+	before, _ := dirBytes(s.dir, ".vlog")
+	vlogSize := s.db.Opts().ValueLogFileSize
+	if s.freedSinceCompact.Load() >= vlogSize/4 {
+		if err := s.forceCompaction(); err != nil {
+			return err
+		}
+		s.freedSinceCompact.Store(0)
+	}
+	for ctx.Err() == nil {
+		err := s.db.RunValueLogGC(0.5)
+		if err != nil {
+			if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+				break
+			}
+			return fmt.Errorf("storage: value-log gc: %w", err)
+		}
+		st.VlogRewritten++
+	}
+	after, _ := dirBytes(s.dir, ".vlog")
+	if before > after {
+		st.VlogReclaimed = before - after
+	}
+	return nil
+}
+
+// forceCompaction pushes deletions down the LSM tree so Badger learns how
+// much of each value-log file is dead. Badger has no public "flush the
+// memtable" call; DropPrefix of a scratch key does exactly that (it blocks
+// writes for the duration of one memtable flush), and Flatten then
+// compacts every level into one.
+func (s *Store) forceCompaction() error {
+	if err := s.db.Update(func(tx *badger.Txn) error { return tx.Set(keyFlush, nil) }); err != nil {
+		return fmt.Errorf("storage: gc flush: %w", err)
+	}
+	if err := s.db.DropPrefix(keyFlush); err != nil {
+		return fmt.Errorf("storage: gc flush: %w", err)
+	}
+	if err := s.db.Flatten(1); err != nil {
+		return fmt.Errorf("storage: gc flatten: %w", err)
+	}
+	return nil
+}
+
+// gcLoop runs GC every interval until Close. Errors are retried on the
+// next tick; the last result is kept for LastGC.
+func (s *Store) gcLoop(interval time.Duration) {
+	defer s.wg.Done()
+	ctx, cancel := s.detach(context.Background())
+	defer cancel()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			st, err := s.GC(ctx)
+			s.lastGCMu.Lock()
+			s.lastGC, s.lastGCErr, s.lastGCAt = st, err, time.Now()
+			s.lastGCMu.Unlock()
+		}
+	}
+}
+
+// LastGC returns the result of the background loop's last collection and
+// when it ran (the zero time if it has not run yet).
+func (s *Store) LastGC() (GCStats, time.Time, error) {
+	s.lastGCMu.Lock()
+	defer s.lastGCMu.Unlock()
+	return s.lastGC, s.lastGCAt, s.lastGCErr
+}

@@ -1,0 +1,122 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Txn is one Badger transaction over the store's metadata: the key/value
+// space that layer/ and api/ keep their records in, and the chunk reference
+// counts. Keys given to Get/Set/Delete/Iterate live in a namespace separate
+// from the store's own keys.
+type Txn struct {
+	s      *Store
+	tx     *badger.Txn
+	refRaw int64 // ReferencedRaw change, applied to Stats on commit
+}
+
+// Update runs fn in a read-write transaction and commits it if fn returns
+// nil. A transaction too large for Badger returns an error wrapping
+// ErrTxnTooBig; callers split work into resumable steps.
+//
+// Transactions are optimistic: if a concurrent one committed a change to a
+// key fn read (say the count of a chunk both reference), the commit
+// conflicts and Update runs fn again on a fresh transaction, up to a bound
+// (then ErrConflict). So fn may run more than once: it must not have effects
+// outside tx that a second run would repeat; apply those after Update
+// returns nil.
+func (s *Store) Update(fn func(tx *Txn) error) error {
+	for attempt := 0; ; attempt++ {
+		t := &Txn{s: s, tx: s.db.NewTransaction(true)}
+		err := fn(t)
+		if err == nil {
+			err = t.tx.Commit()
+		}
+		t.tx.Discard()
+		if err == nil {
+			s.referencedRaw.Add(t.refRaw)
+			return nil
+		}
+		switch {
+		case errors.Is(err, badger.ErrConflict) && attempt < commitRetries:
+			continue
+		case errors.Is(err, badger.ErrConflict):
+			return fmt.Errorf("%w: %v", ErrConflict, err)
+		case errors.Is(err, badger.ErrTxnTooBig) && !errors.Is(err, ErrTxnTooBig):
+			return fmt.Errorf("%w: %v", ErrTxnTooBig, err)
+		}
+		return err
+	}
+}
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(tx *Txn) error) error {
+	tx := s.db.NewTransaction(false)
+	defer tx.Discard()
+	return fn(&Txn{s: s, tx: tx})
+}
+
+func metaKey(key []byte) []byte {
+	k := make([]byte, 1+len(key))
+	k[0] = nsMeta
+	copy(k[1:], key)
+	return k
+}
+
+// Get returns a copy of the value of key, or ErrNotFound.
+func (t *Txn) Get(key []byte) ([]byte, error) {
+	item, err := t.tx.Get(metaKey(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: get: %w", err)
+	}
+	return item.ValueCopy(nil)
+}
+
+// Set stores key=val. Both are copied, so the caller may reuse them.
+func (t *Txn) Set(key, val []byte) error {
+	v := append([]byte(nil), val...)
+	return wrapSetErr(t.tx.Set(metaKey(key), v))
+}
+
+// Delete removes key.
+func (t *Txn) Delete(key []byte) error {
+	return wrapSetErr(t.tx.Delete(metaKey(key)))
+}
+
+func wrapSetErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, badger.ErrTxnTooBig):
+		return fmt.Errorf("%w: %v", ErrTxnTooBig, err)
+	default:
+		return fmt.Errorf("storage: %w", err)
+	}
+}
+
+// Iterate calls fn for each key with the prefix, in key order. key and val
+// are valid only during the call.
+func (t *Txn) Iterate(prefix []byte, fn func(key, val []byte) error) error {
+	p := metaKey(prefix)
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = p
+	// Values are read one by one in the loop: the caller may stop early,
+	// and prefetching would copy values it never looks at.
+	opts.PrefetchValues = false
+	it := t.tx.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+		item := it.Item()
+		key := item.Key()[1:]
+		err := item.Value(func(val []byte) error { return fn(key, val) })
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
