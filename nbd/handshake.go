@@ -52,7 +52,7 @@ func (c *conn) negotiate() bool {
 			if _, err := c.br.Discard(int(length)); err != nil {
 				return false
 			}
-			if !c.optReply(opt, repErrTooBig, []byte("option payload too large")) {
+			if !c.optReply(opt, repErrTooBig, []byte("option payload too large")) || c.bw.Flush() != nil {
 				return false
 			}
 			continue
@@ -65,7 +65,7 @@ func (c *conn) negotiate() bool {
 			if opt == optExportName {
 				return false // cannot answer with an error: close
 			}
-			if !c.optReply(opt, repErrTLSReqd, []byte("TLS is required: send NBD_OPT_STARTTLS")) {
+			if !c.optReply(opt, repErrTLSReqd, []byte("TLS is required: send NBD_OPT_STARTTLS")) || c.bw.Flush() != nil {
 				return false
 			}
 			continue
