@@ -13,6 +13,21 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
+// ChunkID is the small internal id of a stored chunk. Layer maps hold ids,
+// never hashes.
+type ChunkID uint64
+
+// ZeroChunk is the sentinel id for an all-zero chunk; such chunks are never
+// stored and carry no reference count.
+const ZeroChunk ChunkID = 0
+
+var (
+	// ErrCorrupt: a stored chunk failed its checksum or could not be decoded.
+	ErrCorrupt = errors.New("storage: chunk corrupt")
+	// ErrNotFound: no such chunk or key.
+	ErrNotFound = errors.New("storage: not found")
+)
+
 // Store is the chunk store and the single Badger database of a data directory.
 type Store struct {
 	db        *badger.DB
@@ -45,7 +60,6 @@ type Store struct {
 	closeOnce sync.Once
 }
 
-// Errors besides ErrCorrupt and ErrNotFound (contract.go).
 var (
 	// ErrTxnTooBig: a transaction grew past what Badger commits at once;
 	// split the work into smaller steps.
@@ -238,6 +252,7 @@ type putItem struct {
 	zero  bool
 	hash  chunkHash
 	rec   []byte // encoded record, made on first need and kept across retries
+	arena []byte // where to encode rec (nil: allocate)
 	id    ChunkID
 	isNew bool
 }
@@ -362,7 +377,7 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID) (putResult
 				return res, err
 			}
 			if it.rec == nil {
-				it.rec = s.codec.encode(it.raw, nil)
+				it.rec = s.codec.encode(it.raw, it.arena)
 			}
 			if err := hold(id); err != nil {
 				return res, err

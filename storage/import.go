@@ -1,0 +1,228 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// ImportStats reports one import.
+type ImportStats struct {
+	LogicalBytes int64 // bytes read from the stream
+	ZeroChunks   int64
+	NewChunks    int64 // chunks stored by this import
+	DedupChunks  int64 // chunks that already existed
+	StoredBytes  int64 // bytes written for new chunks, after compression
+}
+
+// importBatchBytes is the raw size of one unit of work in the pipeline:
+// big enough that channel hand-offs and one Badger commit per batch cost
+// little per chunk, small enough that 2 x workers batches in flight stay a
+// few MiB.
+const importBatchBytes = 1 << 20
+
+// Import cuts r into ChunkSize chunks, hashes, compresses and stores them in
+// parallel under the lease, and calls emit in index order for every chunk
+// (ZeroChunk included). progress, when not nil, is called with the bytes
+// read so far, from the calling goroutine, after each batch is emitted.
+//
+// The pipeline: one reader fills reusable batch buffers; Workers goroutines
+// each take a batch, skip zero chunks, hash the rest and store them in one
+// transaction (compressing only chunks that turn out to be new, into a
+// per-worker reusable buffer); the calling goroutine puts the finished
+// batches back in order, calls emit and returns the buffers to the reader.
+// Memory stays at about 2 x Workers batches whatever the image size.
+func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(index int64, id ChunkID) error, progress func(bytesRead int64)) (ImportStats, error) {
+	var st ImportStats
+	cs := s.chunkSize
+	per := max(1, importBatchBytes/cs)
+	workers := s.opts.workers()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	nbuf := 2*workers + 1
+	free := make(chan *importBatch, nbuf)
+	for range nbuf {
+		free <- &importBatch{buf: make([]byte, per*cs)}
+	}
+	jobs := make(chan *importBatch, nbuf)
+	done := make(chan *importBatch, nbuf)
+
+	// Reader.
+	var readErr error
+	go func() {
+		defer close(jobs)
+		for seq := int64(0); ; seq++ {
+			var b *importBatch
+			select {
+			case b = <-free:
+			case <-ctx.Done():
+				return
+			}
+			b.seq, b.lens, b.err = seq, b.lens[:0], nil
+			off := 0
+			eof := false
+			for range per {
+				n, err := io.ReadFull(r, b.buf[off:off+cs])
+				if n > 0 {
+					b.lens = append(b.lens, n)
+					off += n
+				}
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					eof = true
+					break
+				}
+				if err != nil {
+					readErr = err
+					cancel(fmt.Errorf("storage: import: read: %w", err))
+					return
+				}
+			}
+			if len(b.lens) > 0 {
+				select {
+				case jobs <- b:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if eof {
+				return
+			}
+		}
+	}()
+
+	// Workers.
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := &importWorker{s: s}
+			for b := range jobs {
+				if ctx.Err() == nil {
+					b.err = w.run(b, l)
+					if b.err != nil {
+						cancel(b.err)
+					}
+				}
+				done <- b
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(done) }()
+
+	// Ordered emit, in the caller's goroutine.
+	pending := make(map[int64]*importBatch)
+	var next, index int64
+	var firstErr error
+	for b := range done {
+		pending[b.seq] = b
+		for {
+			b, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			if firstErr == nil && b.err != nil {
+				firstErr = b.err
+			}
+			if firstErr == nil && ctx.Err() == nil {
+				for i, id := range b.ids {
+					if err := emit(index, id); err != nil {
+						firstErr = err
+						cancel(err)
+						break
+					}
+					index++
+					st.LogicalBytes += int64(b.lens[i])
+				}
+				st.ZeroChunks += b.res.zero
+				st.NewChunks += b.res.newChunks
+				st.DedupChunks += b.res.dedupChunks
+				st.StoredBytes += b.res.storedBytes
+				if progress != nil && firstErr == nil {
+					progress(st.LogicalBytes)
+				}
+			}
+			free <- b
+		}
+	}
+	if firstErr != nil {
+		return st, firstErr
+	}
+	if readErr != nil {
+		return st, fmt.Errorf("storage: import: read: %w", readErr)
+	}
+	if err := context.Cause(ctx); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// importBatch is one buffer's worth of consecutive chunks.
+type importBatch struct {
+	seq  int64
+	buf  []byte
+	lens []int
+	ids  []ChunkID
+	res  batchResult
+	err  error
+}
+
+type batchResult struct {
+	putResult
+	zero int64
+}
+
+// importWorker keeps per-worker scratch space: put items and one arena the
+// compressed records of a batch are written into, reused batch after batch
+// (Badger has copied them by the time a commit returns).
+type importWorker struct {
+	s     *Store
+	items []putItem
+	ptrs  []*putItem
+	arena []byte
+}
+
+func (w *importWorker) run(b *importBatch, l *Lease) error {
+	cs := w.s.chunkSize
+	n := len(b.lens)
+	if cap(w.items) < n {
+		w.items = make([]putItem, n)
+		w.arena = make([]byte, n*(cs+recordHeader+64))
+	}
+	items := w.items[:n]
+	w.ptrs = w.ptrs[:0]
+	b.ids = b.ids[:0]
+	b.res = batchResult{}
+	slot := cs + recordHeader + 64
+	for i, sz := range b.lens {
+		raw := b.buf[i*cs : i*cs+sz]
+		it := &items[i]
+		*it = putItem{raw: raw, rec: nil}
+		if isZero(raw) {
+			it.zero = true
+			b.res.zero++
+			continue
+		}
+		it.hash = w.s.hash.sum(raw)
+		// The record is encoded lazily, only if the chunk is new, into
+		// this slot of the arena.
+		it.arena = w.arena[i*slot : i*slot : (i+1)*slot]
+		w.ptrs = append(w.ptrs, it)
+	}
+	if len(w.ptrs) > 0 {
+		res, err := w.s.commitPuts(w.ptrs, l)
+		if err != nil {
+			return fmt.Errorf("storage: import: %w", err)
+		}
+		b.res.putResult = res
+	}
+	for i := range items {
+		b.ids = append(b.ids, items[i].id) // ZeroChunk for zero chunks
+	}
+	return nil
+}

@@ -1,0 +1,205 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+// mixedImage makes size bytes shaped like an OS image: runs of zeros,
+// text, structured binary (compressible) and random (incompressible) data,
+// in 64 KiB regions.
+func mixedImage(size int, seed uint64) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed^0x5eed))
+	out := make([]byte, 0, size)
+	for len(out) < size {
+		n := min(64<<10, size-len(out))
+		switch p := rng.IntN(100); {
+		case p < 35:
+			out = append(out, make([]byte, n)...)
+		case p < 65:
+			out = append(out, textChunk(rng, n)...)
+		case p < 85:
+			// Binary-ish: little-endian integers and pointers with
+			// repeating high bytes, as in executables and tables.
+			for range n / 8 {
+				v := rng.Uint64() & 0x0000_00ff_ffff_f0f0
+				for k := range 8 {
+					out = append(out, byte(v>>(8*k)))
+				}
+			}
+			out = append(out, make([]byte, n%8)...)
+		default:
+			out = append(out, randomChunk(rng, n)...)
+		}
+	}
+	return out
+}
+
+func importAll(t testing.TB, s *Store, data []byte, l *Lease) ([]ChunkID, ImportStats) {
+	t.Helper()
+	var ids []ChunkID
+	st, err := s.Import(context.Background(), bytes.NewReader(data), l, func(i int64, id ChunkID) error {
+		if i != int64(len(ids)) {
+			t.Fatalf("emit index %d, want %d", i, len(ids))
+		}
+		ids = append(ids, id)
+		return nil
+	}, nil)
+	if err != nil {
+		t.Fatalf("Import: %v", err)
+	}
+	return ids, st
+}
+
+func TestImportRoundTripInOrder(t *testing.T) {
+	for _, workers := range []int{1, 3} {
+		o := testOptions()
+		o.Workers = workers
+		s := openTest(t, o)
+		size := 3<<20 + 12345 // a short last chunk
+		data := mixedImage(size, 1)
+		l := s.NewLease()
+		var progressed int64
+		var ids []ChunkID
+		st, err := s.Import(context.Background(), bytes.NewReader(data), l, func(i int64, id ChunkID) error {
+			ids = append(ids, id)
+			return nil
+		}, func(n int64) {
+			if n < progressed {
+				t.Errorf("progress went back: %d after %d", n, progressed)
+			}
+			progressed = n
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := s.ChunkSize()
+		if want := (size + cs - 1) / cs; len(ids) != want {
+			t.Fatalf("%d ids, want %d", len(ids), want)
+		}
+		if st.LogicalBytes != int64(size) || progressed != int64(size) {
+			t.Fatalf("LogicalBytes %d, progress %d, want %d", st.LogicalBytes, progressed, size)
+		}
+		if st.ZeroChunks+st.NewChunks+st.DedupChunks != int64(len(ids)) {
+			t.Fatalf("stats %+v do not add up to %d chunks", st, len(ids))
+		}
+		var got []byte
+		for i, id := range ids {
+			want := data[i*cs : min(size, (i+1)*cs)]
+			if id == ZeroChunk {
+				if !isZero(want) {
+					t.Fatalf("chunk %d: ZeroChunk for non-zero data", i)
+				}
+				continue
+			}
+			if got, err = s.Get(id, got); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("workers %d: chunk %d differs", workers, i)
+			}
+		}
+		if st.ZeroChunks == 0 || st.StoredBytes >= st.LogicalBytes {
+			t.Fatalf("mixed data: %+v", st)
+		}
+		l.Release()
+	}
+}
+
+func TestImportSameDataTwiceAddsNothing(t *testing.T) {
+	s := openTest(t, testOptions())
+	data := mixedImage(4<<20, 2)
+	// Plus a long zero range, which must store nothing.
+	data = append(data, make([]byte, 2<<20)...)
+	l := s.NewLease()
+	defer l.Release()
+	ids1, st1 := importAll(t, s, data, l)
+	before := s.Stats()
+	ids2, st2 := importAll(t, s, data, l)
+	after := s.Stats()
+	if st2.NewChunks != 0 || st2.StoredBytes != 0 {
+		t.Fatalf("second import stored new chunks: %+v", st2)
+	}
+	if grow := after.StoredBytes - before.StoredBytes; grow*100 >= before.StoredBytes {
+		t.Fatalf("stored bytes grew by %d of %d", grow, before.StoredBytes)
+	}
+	for i := range ids1 {
+		if ids1[i] != ids2[i] {
+			t.Fatalf("chunk %d: id %d then %d", i, ids1[i], ids2[i])
+		}
+	}
+	tail := ids1[len(ids1)-(2<<20)/s.ChunkSize():]
+	for _, id := range tail {
+		if id != ZeroChunk {
+			t.Fatalf("zero range got a stored chunk %d", id)
+		}
+	}
+	if before.RawBytes >= int64(len(data)) || st1.ZeroChunks < int64(len(tail)) {
+		t.Fatalf("zeros were stored: %+v, import %+v", before, st1)
+	}
+}
+
+type failingReader struct {
+	r   io.Reader
+	n   int
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, f.err
+	}
+	p = p[:min(len(p), f.n)]
+	n, err := f.r.Read(p)
+	f.n -= n
+	return n, err
+}
+
+func TestImportErrors(t *testing.T) {
+	s := openTest(t, testOptions())
+	data := mixedImage(2<<20, 3)
+	l := s.NewLease()
+	defer l.Release()
+	ctx := context.Background()
+
+	boom := errors.New("disk unplugged")
+	_, err := s.Import(ctx, &failingReader{r: bytes.NewReader(data), n: 1 << 20, err: boom}, l,
+		func(int64, ChunkID) error { return nil }, nil)
+	if !errors.Is(err, boom) {
+		t.Fatalf("reader error: %v", err)
+	}
+
+	stop := errors.New("enough")
+	count := 0
+	_, err = s.Import(ctx, bytes.NewReader(data), l, func(i int64, id ChunkID) error {
+		count++
+		if i == 100 {
+			return stop
+		}
+		return nil
+	}, nil)
+	if !errors.Is(err, stop) || count != 101 {
+		t.Fatalf("emit error: %v after %d calls", err, count)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	_, err = s.Import(cctx, bytes.NewReader(data), l, func(i int64, id ChunkID) error {
+		if i == 10 {
+			cancel()
+		}
+		return nil
+	}, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled import: %v", err)
+	}
+
+	// Empty input: no chunks, no error.
+	ids, st := importAll(t, s, nil, l)
+	if len(ids) != 0 || st.LogicalBytes != 0 {
+		t.Fatalf("empty import: %d ids, %+v", len(ids), st)
+	}
+}
