@@ -166,6 +166,7 @@ func (c *decodedCache) put(idx int64, data []byte) {
 type tableCache struct {
 	mu    sync.Mutex
 	tick  uint64
+	bytes int64
 	items map[int64]*tableItem
 }
 
@@ -174,7 +175,13 @@ type tableItem struct {
 	used    uint64
 }
 
-const tableCacheItems = 64
+// The cache holds at most tableCacheItems tables and tableCacheBytes of
+// entries: 128 qcow2 L2 tables at 64 KiB clusters (64 GiB of disk), while
+// a hostile file with 2 MiB clusters cannot pin more than the byte cap.
+const (
+	tableCacheItems = 1024
+	tableCacheBytes = 8 << 20
+)
 
 func (c *tableCache) get(off int64, load func() ([]uint64, error)) ([]uint64, error) {
 	c.mu.Lock()
@@ -196,7 +203,11 @@ func (c *tableCache) get(off int64, load func() ([]uint64, error)) ([]uint64, er
 	if c.items == nil {
 		c.items = make(map[int64]*tableItem)
 	}
-	if len(c.items) >= tableCacheItems {
+	if _, ok := c.items[off]; ok {
+		return e, nil // another reader loaded it meanwhile
+	}
+	size := int64(len(e)) * 8
+	for len(c.items) > 0 && (len(c.items) >= tableCacheItems || c.bytes+size > tableCacheBytes) {
 		var oldest int64
 		var oldestUsed uint64 = ^uint64(0)
 		for k, it := range c.items {
@@ -204,9 +215,11 @@ func (c *tableCache) get(off int64, load func() ([]uint64, error)) ([]uint64, er
 				oldest, oldestUsed = k, it.used
 			}
 		}
+		c.bytes -= int64(len(c.items[oldest].entries)) * 8
 		delete(c.items, oldest)
 	}
 	c.tick++
+	c.bytes += size
 	c.items[off] = &tableItem{entries: e, used: c.tick}
 	return e, nil
 }

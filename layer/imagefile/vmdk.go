@@ -235,6 +235,11 @@ func checkEmbeddedDescriptor(r io.ReaderAt, size int64, h vmdkHeader) error {
 	if d.parentCID != "" && !strings.EqualFold(d.parentCID, "ffffffff") {
 		return fmt.Errorf("%w: VMDK is a delta disk on the parent %q; flatten it first with qemu-img convert -O vmdk -o subformat=streamOptimized", ErrUnsafe, d.parentHint)
 	}
+	if len(d.extents) == 0 {
+		// qemu writes the extents of a twoGbMaxExtentSparse disk with an
+		// empty descriptor area: the real descriptor is another file.
+		return fmt.Errorf("%w: VMDK sparse extent has no descriptor of its own, so it is one piece of a multi-file disk; convert the whole disk to one file with qemu-img convert -O vmdk -o subformat=streamOptimized", ErrUnsafe)
+	}
 	if len(d.extents) != 1 || d.extents[0].kind != "SPARSE" {
 		return fmt.Errorf("%w: VMDK descriptor lists %s; only a single self-contained sparse extent can be uploaded, so convert it with qemu-img convert -O vmdk -o subformat=streamOptimized", ErrUnsafe, describeExtents(d.extents))
 	}
