@@ -12,12 +12,12 @@ import (
 type perm int
 
 const (
-	permNone  perm = iota
-	permGet        // get and list: compute.viewer
-	permUse        // also use as a source, read-only NBD: compute.images.user
-	permEdit       // also create, update, delete, write a disk: compute.editor
-	permAdmin      // also change access bindings: compute.admin
-	permSystem     // daemon admins only: folders, quotas
+	permNone   perm = iota
+	permGet         // get and list: compute.viewer
+	permUse         // also use as a source, read-only NBD: compute.images.user
+	permEdit        // also create, update, delete, write a disk: compute.editor
+	permAdmin       // also change access bindings: compute.admin
+	permSystem      // daemon admins only: folders, quotas
 )
 
 var roleLevel = map[string]perm{

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"time"
 
 	"strata/api/apitypes"
@@ -256,4 +255,3 @@ func singular(kind string) string {
 	}
 	return kind
 }
-
