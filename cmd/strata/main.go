@@ -58,9 +58,9 @@ STRATA_FOLDER to skip --folder.`,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			switch a.format {
-			case "table", "json":
+			case "table", "json", "id":
 			default:
-				return fmt.Errorf("--format %q: want table or json", a.format)
+				return fmt.Errorf("--format %q: want table, json or id", a.format)
 			}
 			a.c = newClient(resolveSocket(a.socketFlag))
 			return nil
@@ -69,10 +69,10 @@ STRATA_FOLDER to skip --folder.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.socketFlag, "socket", "",
 		"admin socket of stratad (default $STRATA_SOCKET, else ./var/admin.sock if it exists, else /run/strata/admin.sock)")
-	pf.StringVar(&a.format, "format", "table", "output: table or json (the API's own JSON)")
+	pf.StringVar(&a.format, "format", "table", "output: table, json (the API's own JSON) or id (just the id, for scripts)")
 	// -o is the same setting, for the commands whose --format names a file
 	// format (image import/export, snapshot export).
-	pf.StringVarP(&a.format, "output", "o", "table", "output: table or json (same as --format)")
+	pf.StringVarP(&a.format, "output", "o", "table", "output: table, json or id (same as --format)")
 	pf.BoolVar(&a.async, "async", false, "do not wait for a mutation's operation; print it and return")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress bars")
 	root.AddCommand(
@@ -84,6 +84,7 @@ STRATA_FOLDER to skip --folder.`,
 		a.accessCommand(),
 		a.quotaCommand(),
 		a.nbdURICommand(),
+		a.statusCommand(),
 	)
 	return root
 }

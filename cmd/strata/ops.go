@@ -95,8 +95,11 @@ func finish[T any](a *app, ctx context.Context, op apitypes.Operation, label str
 		}
 	}
 	if print == nil {
-		if a.format == "json" {
+		switch a.format {
+		case "json":
 			return a.printJSON(op)
+		case "id":
+			fmt.Fprintln(a.stdout, op.ID)
 		}
 		return nil
 	}

@@ -23,10 +23,17 @@ func (a *app) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// printList prints items as a table, or raw (the whole API reply) as JSON.
+// printList prints items as a table, raw (the whole API reply) as JSON, or
+// one id per line.
 func printList[T any](a *app, raw any, items []T, cols []column[T]) error {
-	if a.format == "json" {
+	switch a.format {
+	case "json":
 		return a.printJSON(raw)
+	case "id":
+		for _, it := range items {
+			fmt.Fprintln(a.stdout, cols[0].value(it))
+		}
+		return nil
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	for i, c := range cols {
@@ -50,8 +57,14 @@ func printList[T any](a *app, raw any, items []T, cols []column[T]) error {
 
 // printOne prints one resource as FIELD/VALUE rows, or as JSON.
 func printOne[T any](a *app, item T, cols []column[T]) error {
-	if a.format == "json" {
+	switch a.format {
+	case "json":
 		return a.printJSON(item)
+	case "id":
+		// The first column of every resource is its id: handy in scripts,
+		// DISK=$(strata disk create ... -o id).
+		_, err := fmt.Fprintln(a.stdout, cols[0].value(item))
+		return err
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	for _, c := range cols {
