@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"strata/api/apitypes"
+)
+
+const (
+	mib     = 1 << 20
+	imgSize = 64 * mib
+)
+
+// makeExt4 builds an ext4 image of testdata/e2e-files and returns its path.
+func makeExt4(t *testing.T, dir string) string {
+	t.Helper()
+	raw := filepath.Join(dir, "base.raw")
+	if err := os.WriteFile(raw, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(raw, imgSize); err != nil {
+		t.Fatal(err)
+	}
+	must(t, "mke2fs", "-q", "-F", "-t", "ext4", "-d", filepath.Join(repoRoot, "testdata", "e2e-files"), raw)
+	return raw
+}
+
+// TestStoryImportDiskSnapshotFamily is the user's whole job through the CLI:
+// one ext4 image imported as raw, qcow2, VMDK and VHD (same checksum, no new
+// chunks after the first), a pooled image refused by the default quota and
+// accepted after raising it, three disks on it written over NBD by qemu-io
+// and by a filesystem tool, a snapshot, an image from it in the family,
+// a disk from that image checked by e2fsck and debugfs, latestByFamily, and
+// disks that outlive their image. Then the daemon restarts and every disk
+// still has its data.
+func TestStoryImportDiskSnapshotFamily(t *testing.T) {
+	need(t, "mke2fs", "qemu-img", "qemu-io", "nbdcopy", "e2fsck", "debugfs")
+	work := t.TempDir()
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
+
+	raw := makeExt4(t, work)
+	rawSum := fileSum(t, raw)
+	files := map[string]string{"raw": raw}
+	for _, f := range []struct{ name, format, opts string }{
+		{"qcow2", "qcow2", "compat=1.1"},
+		{"vmdk", "vmdk", "subformat=monolithicSparse"},
+		// force_size keeps the exact size; VHD otherwise rounds to a
+		// CHS geometry and the checksum would differ.
+		{"vhd", "vpc", "subformat=dynamic,force_size=on"},
+	} {
+		out := filepath.Join(work, "base."+f.name)
+		must(t, "qemu-img", "convert", "-f", "raw", "-O", f.format, "-o", f.opts, raw, out)
+		files[f.name] = out
+	}
+
+	var folder apitypes.Folder
+	d.ok(t, -1, &folder, "folder", "create", "story")
+
+	// Import the raw file first, then the same content in three containers.
+	var first apitypes.Image
+	d.ok(t, -1, &first, "image", "import", raw, "--folder", "story", "--name", "base-raw", "--family", "base")
+	if first.Status != apitypes.StatusReady || first.VirtualSize != imgSize {
+		t.Fatalf("raw import: status %s size %d, want READY %d", first.Status, first.VirtualSize, imgSize)
+	}
+	if !strings.HasSuffix(first.Checksum, rawSum) {
+		t.Fatalf("raw import checksum %s, want sha256 of the file %s", first.Checksum, rawSum)
+	}
+	stored := d.metric(t, "strata_store_stored_bytes")
+	if stored <= 0 {
+		t.Fatalf("stored bytes after the first import: %v", stored)
+	}
+	for _, format := range []string{"qcow2", "vmdk", "vhd"} {
+		var img apitypes.Image
+		d.ok(t, -1, &img, "image", "import", files[format], "--folder", "story", "--name", "base-"+format,
+			"--family", "base", "--format", format)
+		if img.Checksum != first.Checksum || img.VirtualSize != imgSize {
+			t.Fatalf("%s import: checksum %s size %d, want %s %d", format, img.Checksum, img.VirtualSize, first.Checksum, imgSize)
+		}
+		if img.SourceFormat != format {
+			t.Errorf("%s import: detected format %q", format, img.SourceFormat)
+		}
+	}
+	after := d.metric(t, "strata_store_stored_bytes")
+	t.Logf("stored bytes: %.0f after the raw import, %.0f after qcow2+vmdk+vhd of the same content", stored, after)
+	if after-stored > stored/100 {
+		t.Fatalf("re-importing identical content stored %.0f more bytes (first import %.0f); want ~0", after-stored, stored)
+	}
+
+	// Pooled images are refused by the default quota, until raised.
+	msg := d.fails(t, -1, apitypes.CodeResourceExhausted, "image", "import", raw, "--folder", "story",
+		"--name", "base-pooled", "--family", "base", "--pooled")
+	if !strings.Contains(msg, apitypes.QuotaDiskPoolsCount) {
+		t.Errorf("quota refusal does not name %s: %s", apitypes.QuotaDiskPoolsCount, msg)
+	}
+	d.ok(t, -1, nil, "quota", "set", "--folder", "story", apitypes.QuotaDiskPoolsCount+"=1")
+	var pooled apitypes.Image
+	d.ok(t, -1, &pooled, "image", "import", raw, "--folder", "story", "--name", "base-pooled", "--family", "base", "--pooled")
+	if !pooled.Pooled || pooled.Checksum != first.Checksum {
+		t.Fatalf("pooled import: pooled=%v checksum %s", pooled.Pooled, pooled.Checksum)
+	}
+
+	// Three disks on the pooled image; the first larger than the image.
+	var d1, d2, d3 apitypes.Disk
+	d.ok(t, -1, &d1, "disk", "create", "--folder", "story", "--image", pooled.ID, "--name", "vm1", "--size", "80M")
+	d.ok(t, -1, &d2, "disk", "create", "--folder", "story", "--image", pooled.ID, "--name", "vm2")
+	d.ok(t, -1, &d3, "disk", "create", "--folder", "story", "--image", pooled.ID, "--name", "vm3")
+	if d1.Size != 80*mib || d2.Size != imgSize {
+		t.Fatalf("disk sizes %d, %d; want %d, %d", d1.Size, d2.Size, 80*mib, imgSize)
+	}
+
+	// qemu-io writes over NBD: d1 past the filesystem, d2 inside it.
+	must(t, "qemu-io", "-f", "raw", d.uri(d1.ExportName), "-c", "write -P 0xab 72M 64k")
+	must(t, "qemu-io", "-f", "raw", d.uri(d2.ExportName), "-c", "write -P 0xcd 1M 64k")
+	must(t, "qemu-io", "-f", "raw", d.uri(d2.ExportName), "-c", "read -P 0xcd 1M 64k")
+
+	// A real file into d1's filesystem: copy out, debugfs, copy back.
+	newFile := filepath.Join(work, "newfile.txt")
+	content := "written through NBD by the end-to-end test\n"
+	if err := os.WriteFile(newFile, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vm1 := filepath.Join(work, "vm1.raw")
+	must(t, "nbdcopy", d.uri(d1.ExportName), vm1)
+	must(t, "debugfs", "-w", "-R", "write "+newFile+" /newfile", vm1)
+	must(t, "nbdcopy", vm1, d.uri(d1.ExportName))
+
+	// Snapshot d1, make an image of it in the family, and a disk from that.
+	var snap apitypes.Snapshot
+	d.ok(t, -1, &snap, "snapshot", "create", "--disk", d1.ID, "--name", "vm1-snap")
+	if snap.Status != apitypes.StatusReady || snap.DiskSize != 80*mib {
+		t.Fatalf("snapshot: status %s disk size %d", snap.Status, snap.DiskSize)
+	}
+	var fromSnap apitypes.Image
+	d.ok(t, -1, &fromSnap, "image", "create", "--folder", "story", "--snapshot", snap.ID, "--name", "vm1-image", "--family", "base")
+	var latest apitypes.Image
+	d.ok(t, -1, &latest, "image", "latest", "--folder", "story", "--family", "base")
+	if latest.ID != fromSnap.ID {
+		t.Fatalf("latestByFamily returned %s (%s), want the image from the snapshot %s", latest.ID, latest.Name, fromSnap.ID)
+	}
+	var d4 apitypes.Disk
+	d.ok(t, -1, &d4, "disk", "create", "--folder", "story", "--image", fromSnap.ID, "--name", "vm4")
+	checkVM1Content := func(t *testing.T, d *daemon, export string) {
+		t.Helper()
+		out := filepath.Join(work, "check.raw")
+		os.Remove(out)
+		must(t, "nbdcopy", d.uri(export), out)
+		must(t, "e2fsck", "-fn", out)
+		if got := must(t, "debugfs", "-R", "cat /newfile", out); got != content {
+			t.Fatalf("/newfile in %s reads %q, want %q", export, got, content)
+		}
+		if got := must(t, "debugfs", "-R", "cat /hello.txt", out); got != "hello from strata\n" {
+			t.Fatalf("/hello.txt in %s reads %q", export, got)
+		}
+		must(t, "qemu-io", "-r", "-f", "raw", d.uri(export), "-c", "read -P 0xab 72M 64k")
+	}
+	checkVM1Content(t, d, d4.ExportName)
+
+	// Delete the pooled image: the disks on it still read correctly.
+	d.ok(t, -1, nil, "image", "delete", pooled.ID)
+	d.fails(t, -1, apitypes.CodeNotFound, "image", "get", pooled.ID)
+	want2, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(want2[mib:mib+64<<10], bytes.Repeat([]byte{0xcd}, 64<<10))
+	checkDisks := func(t *testing.T, d *daemon) {
+		t.Helper()
+		out := filepath.Join(work, "check2.raw")
+		os.Remove(out)
+		must(t, "nbdcopy", d.uri(d2.ExportName), out)
+		got, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want2) {
+			t.Fatalf("%s does not read back the image with its qemu-io write", d2.ExportName)
+		}
+		os.Remove(out)
+		must(t, "nbdcopy", d.uri(d3.ExportName), out)
+		if sum := fileSum(t, out); sum != rawSum {
+			t.Fatalf("%s (never written) reads sha256 %s, want the image's %s", d3.ExportName, sum, rawSum)
+		}
+		checkVM1Content(t, d, d1.ExportName)
+		checkVM1Content(t, d, d4.ExportName)
+	}
+	checkDisks(t, d)
+
+	// A second daemon on the same data directory is refused, clearly.
+	second := run(t, -1, filepath.Join(binDir, "stratad"), "--data-dir", d.dataDir)
+	if second.code == 0 || !strings.Contains(second.stderr, "another stratad") {
+		t.Fatalf("second stratad on the same data dir: exit %d: %s", second.code, second.stderr)
+	}
+
+	// Restart: SIGTERM, start again; clients find their exports and data.
+	d.stop(t)
+	if _, err := os.Stat(d.admin); !os.IsNotExist(err) {
+		t.Errorf("admin socket left behind after a clean stop: %v", err)
+	}
+	d.start(t)
+	checkDisks(t, d)
+	d.ok(t, -1, &latest, "image", "latest", "--folder", "story", "--family", "base")
+	if latest.ID != fromSnap.ID {
+		t.Fatalf("after restart latestByFamily returned %s, want %s", latest.ID, fromSnap.ID)
+	}
+}
