@@ -1,0 +1,177 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// phaseResult collects one phase's samples for both servers.
+type phaseResult struct {
+	phase
+	Strata, Qemu []sample
+}
+
+func (r *phaseResult) add(server string, s sample) {
+	if server == serverStrata {
+		r.Strata = append(r.Strata, s)
+	} else {
+		r.Qemu = append(r.Qemu, s)
+	}
+}
+
+// median of xs (the mean of the middle two for an even count); NaN for
+// none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func values(ss []sample) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = s.Value
+	}
+	return out
+}
+
+func cpus(ss []sample) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = s.CPU
+	}
+	return out
+}
+
+// summary is one server's figures for one phase.
+type summary struct {
+	Median    float64  `json:"median"`
+	CPUMedian float64  `json:"cpu_seconds_median"`
+	Samples   []sample `json:"samples"`
+}
+
+func summarize(ss []sample) *summary {
+	if len(ss) == 0 {
+		return nil
+	}
+	return &summary{Median: median(values(ss)), CPUMedian: median(cpus(ss)), Samples: ss}
+}
+
+// jsonPhase is one phase in --json output.
+type jsonPhase struct {
+	Name        string   `json:"name"`
+	Figure      string   `json:"figure"`
+	Unit        string   `json:"unit"`
+	TargetRatio float64  `json:"target_ratio"`
+	Strata      *summary `json:"strata,omitempty"`
+	Qemu        *summary `json:"qemu_nbd,omitempty"`
+	Ratio       *float64 `json:"ratio,omitempty"`
+	Met         *bool    `json:"target_met,omitempty"`
+}
+
+func (r *phaseResult) json() jsonPhase {
+	j := jsonPhase{Name: r.Name, Figure: r.Figure, Unit: r.Unit, TargetRatio: r.Target,
+		Strata: summarize(r.Strata), Qemu: summarize(r.Qemu)}
+	if ratio, ok := r.ratio(); ok {
+		met := ratio >= r.Target
+		j.Ratio, j.Met = &ratio, &met
+	}
+	return j
+}
+
+// ratio is strata's median over qemu-nbd's, when both were measured.
+func (r *phaseResult) ratio() (float64, bool) {
+	if len(r.Strata) == 0 || len(r.Qemu) == 0 {
+		return 0, false
+	}
+	q := median(values(r.Qemu))
+	if q == 0 {
+		return 0, false
+	}
+	return median(values(r.Strata)) / q, true
+}
+
+// report is the whole run, as --json prints it.
+type report struct {
+	Config  configJSON    `json:"config"`
+	Import  *importResult `json:"strata_import,omitempty"`
+	Phases  []jsonPhase   `json:"phases"`
+	Seconds float64       `json:"seconds"`
+}
+
+func writeJSON(w io.Writer, rep report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+// writeTable prints the medians side by side.
+func writeTable(w io.Writer, results []phaseResult, rounds int) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "figure (median of %d)\tunit\tstrata\tqemu-nbd\tratio\ttarget\t\tcpu s strata\tcpu s qemu\t\n", rounds)
+	for i := range results {
+		r := &results[i]
+		ratio, verdict := "-", ""
+		if x, ok := r.ratio(); ok {
+			ratio = fmt.Sprintf("%.2fx", x)
+			verdict = "met"
+			if x < r.Target {
+				verdict = "MISSED"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t>=%.1fx\t%s\t%s\t%s\t\n",
+			r.Figure, r.Unit, medianCell(r.Strata, r.Unit), medianCell(r.Qemu, r.Unit),
+			ratio, r.Target, verdict, cpuCell(r.Strata), cpuCell(r.Qemu))
+	}
+	return tw.Flush()
+}
+
+func medianCell(ss []sample, unit string) string {
+	if len(ss) == 0 {
+		return "-"
+	}
+	return fmtValue(median(values(ss)), unit)
+}
+
+func cpuCell(ss []sample) string {
+	if len(ss) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", median(cpus(ss)))
+}
+
+// fmtValue prints IOPS in thousands and MB/s whole.
+func fmtValue(v float64, unit string) string {
+	if unit == "IOPS" {
+		return fmt.Sprintf("%.1fk", v/1000)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// fmtBytes prints a byte count in binary units.
+func fmtBytes(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n)/1024, 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	s := fmt.Sprintf("%.1f", f)
+	s = strings.TrimSuffix(s, ".0")
+	return s + " " + string(units[i]) + "iB"
+}

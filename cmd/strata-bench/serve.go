@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"strata/layer"
+	"strata/nbd"
+	"strata/storage"
+)
+
+// exportName is the one export both servers offer.
+const exportName = "disk"
+
+// serveMain is the hidden `serve` subcommand: the strata side of the
+// benchmark in a process of its own, so its CPU time can be read from
+// /proc and nothing of the harness (or of the other server's clients)
+// is counted. It opens the store, opens (or first creates) a disk and
+// serves it as export "disk" on a Unix socket until SIGTERM.
+func serveMain(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	dir := fs.String("store", "", "store directory")
+	sock := fs.String("socket", "", "Unix socket to listen on")
+	disk := fs.Uint64("disk", 0, "serve this existing disk")
+	base := fs.Uint64("fresh-from", 0, "create a new standard disk over this layer and serve it")
+	size := fs.Int64("disk-size", 0, "size of the new disk (default: the layer's)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the serving process here")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := serve(*dir, *sock, layer.DiskID(*disk), layer.LayerID(*base), *size, *cpuprofile); err != nil {
+		fmt.Fprintf(os.Stderr, "strata-bench serve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(dir, sock string, diskID layer.DiskID, base layer.LayerID, size int64, cpuprofile string) (err error) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			err = errors.Join(err, f.Close())
+		}()
+	}
+	store, err := storage.Open(dir, storage.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
+	m, err := layer.Open(store, layer.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, m.Close()) }()
+	if base != 0 {
+		if size == 0 {
+			info, err := m.LayerInfo(base)
+			if err != nil {
+				return err
+			}
+			size = info.Size
+		}
+		if err := store.Update(func(tx *storage.Txn) error {
+			diskID, err = m.CreateDisk(tx, base, size, false)
+			return err
+		}); err != nil {
+			return fmt.Errorf("create disk: %w", err)
+		}
+	}
+	if diskID == 0 {
+		return errors.New("serve: need --disk or --fresh-from")
+	}
+	// One handle held for the process's life: the disk stays open (and its
+	// caches warm) between the probe connection and the clients'.
+	hold, err := m.OpenDisk(diskID)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, hold.Close()) }()
+
+	_ = os.Remove(sock)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return err
+	}
+	srv := &nbd.Server{
+		Exports:  benchExports{m: m, disk: diskID},
+		ErrorLog: func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := <-served; serr != nil && !errors.Is(serr, nbd.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// benchExports offers one disk as export "disk", to anyone on the socket.
+type benchExports struct {
+	m    *layer.Manager
+	disk layer.DiskID
+}
+
+func (e benchExports) Lookup(ctx context.Context, name string, peer nbd.Peer) (nbd.Backend, error) {
+	if name != exportName {
+		return nil, fmt.Errorf("%w: %q", nbd.ErrUnknownExport, name)
+	}
+	v, err := e.m.OpenDisk(e.disk)
+	if err != nil {
+		return nil, err
+	}
+	return newVolumeBackend(v), nil
+}
+
+func (e benchExports) List(ctx context.Context, peer nbd.Peer) []nbd.ExportInfo {
+	return []nbd.ExportInfo{{Name: exportName}}
+}
+
+// volumeBackend serves a layer.Volume as an nbd.Backend, as the daemon
+// does (cmd/stratad has its own; a main package cannot be imported). The
+// error translation only matters for error paths the benchmark does not
+// take, but keeps the same errno choices.
+type volumeBackend struct{ v layer.Volume }
+
+func newVolumeBackend(v layer.Volume) nbd.Backend {
+	if _, ok := v.(nbd.BlockSizer); ok {
+		return sizedVolumeBackend{volumeBackend{v}}
+	}
+	return volumeBackend{v}
+}
+
+func (b volumeBackend) Size() int64    { return b.v.Size() }
+func (b volumeBackend) ReadOnly() bool { return b.v.ReadOnly() }
+func (b volumeBackend) Close() error   { return b.v.Close() }
+
+func (b volumeBackend) ReadAt(ctx context.Context, p []byte, off int64) error {
+	return nbdErr(b.v.ReadAt(ctx, p, off))
+}
+
+func (b volumeBackend) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	return nbdErr(b.v.WriteAt(ctx, p, off, fua))
+}
+
+func (b volumeBackend) Flush(ctx context.Context) error { return nbdErr(b.v.Flush(ctx)) }
+
+func (b volumeBackend) Trim(ctx context.Context, off, length int64, fua bool) error {
+	return nbdErr(b.v.Trim(ctx, off, length, fua))
+}
+
+func (b volumeBackend) WriteZeroes(ctx context.Context, off, length int64, mayTrim, fastOnly, fua bool) error {
+	return nbdErr(b.v.WriteZeroes(ctx, off, length, mayTrim, fastOnly, fua))
+}
+
+func (b volumeBackend) Extents(ctx context.Context, off, length int64) ([]nbd.Extent, error) {
+	ext, err := b.v.Extents(ctx, off, length)
+	if err != nil {
+		return nil, nbdErr(err)
+	}
+	out := make([]nbd.Extent, len(ext))
+	for i, e := range ext {
+		out[i] = nbd.Extent{Length: e.Length, Hole: e.Hole, Zero: e.Zero}
+	}
+	return out, nil
+}
+
+type sizedVolumeBackend struct{ volumeBackend }
+
+func (b sizedVolumeBackend) BlockSizes() (minimum, preferred, maximum uint32) {
+	return b.v.(nbd.BlockSizer).BlockSizes()
+}
+
+var (
+	_ nbd.Backend    = volumeBackend{}
+	_ io.Closer      = volumeBackend{}
+	_ nbd.BlockSizer = sizedVolumeBackend{}
+)
+
+func nbdErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, layer.ErrNotFast):
+		return fmt.Errorf("%w: %w", nbd.ErrNotFast, err)
+	case errors.Is(err, layer.ErrReadOnly), errors.Is(err, layer.ErrBusy):
+		return fmt.Errorf("%w: %w", nbd.ErrPermission, err)
+	case errors.Is(err, layer.ErrOutOfRange):
+		return fmt.Errorf("%w: %w", nbd.ErrInvalid, err)
+	}
+	return err
+}
+
+// importDataSet builds the strata side's store: the raw data set imported
+// as a layer (with the one holder an image record would be), and a disk
+// over it for the read phases. It runs in the harness process, before any
+// server starts, and closes the store so the serve children can open it.
+func importDataSet(ctx context.Context, storeDir, raw string) (img layer.LayerID, readDisk layer.DiskID, st importResult, err error) {
+	f, err := os.Open(raw)
+	if err != nil {
+		return 0, 0, st, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, 0, st, err
+	}
+	store, err := storage.Open(storeDir, storage.DefaultOptions())
+	if err != nil {
+		return 0, 0, st, err
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
+	m, err := layer.Open(store, layer.DefaultOptions())
+	if err != nil {
+		return 0, 0, st, err
+	}
+	defer func() { err = errors.Join(err, m.Close()) }()
+	start := time.Now()
+	p, err := m.Import(ctx, f, fi.Size(), nil)
+	if err != nil {
+		return 0, 0, st, fmt.Errorf("import: %w", err)
+	}
+	if err := store.Update(func(tx *storage.Txn) error {
+		var err error
+		if img, err = p.Commit(tx); err != nil {
+			return err
+		}
+		readDisk, err = m.CreateDisk(tx, img, fi.Size(), false)
+		return err
+	}); err != nil {
+		p.Abort()
+		return 0, 0, st, fmt.Errorf("commit import: %w", err)
+	}
+	if err := store.Sync(); err != nil {
+		return 0, 0, st, err
+	}
+	st.Seconds = time.Since(start).Seconds()
+	st.Bytes = fi.Size()
+	ss := store.Stats()
+	st.StoreStats = fmt.Sprintf("%+v", ss)
+	return img, readDisk, st, nil
+}
+
+// importResult is what the import of the data set cost.
+type importResult struct {
+	Bytes      int64   `json:"bytes"`
+	Seconds    float64 `json:"seconds"`
+	StoreStats string  `json:"store_stats"`
+}
