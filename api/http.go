@@ -141,11 +141,16 @@ func (q *request) collection(kind, verb string) {
 	case kind == KindImages && verb == "upload":
 		if q.method(http.MethodPost) {
 			req, err := q.uploadRequest()
-			if err != nil {
-				q.fail(err)
-				return
+			var op apitypes.Operation
+			if err == nil {
+				op, err = s.UploadImage(q.r.Context(), c, q.key, req, q.r.Body)
 			}
-			q.reply(s.UploadImage(q.r.Context(), c, q.key, req, q.r.Body))
+			if err != nil {
+				// The body may be unread (a refusal comes first): do not
+				// keep a connection with a half-sent file on it.
+				q.w.Header().Set("Connection", "close")
+			}
+			q.reply(op, err)
 		}
 	case verb == "":
 		q.badMethod("GET, POST")
