@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"bytes"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"strata/api/apitypes"
+)
+
+// qemuIO is an interactive qemu-io session: commands go to its stdin and
+// each answer is read up to the next prompt, so the test moves on exactly
+// when qemu-io has finished a command (no sleeps).
+type qemuIO struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  io.Reader
+	done chan struct{}
+}
+
+const qemuIOPrompt = "qemu-io> "
+
+func startQemuIO(t *testing.T, args ...string) *qemuIO {
+	t.Helper()
+	q := &qemuIO{t: t, cmd: exec.Command("qemu-io", args...), done: make(chan struct{})}
+	var err error
+	if q.in, err = q.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	q.cmd.Stdout, q.cmd.Stderr = pw, pw
+	q.out = pr
+	if err := q.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		q.cmd.Wait()
+		pw.Close()
+		close(q.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-q.done:
+		default:
+			q.cmd.Process.Kill()
+			<-q.done
+		}
+	})
+	q.read("start")
+	return q
+}
+
+// read returns qemu-io's output up to its next prompt.
+func (q *qemuIO) read(what string) string {
+	q.t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		var buf bytes.Buffer
+		b := make([]byte, 4096)
+		for !strings.HasSuffix(buf.String(), qemuIOPrompt) {
+			n, err := q.out.Read(b)
+			buf.Write(b[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- strings.TrimSuffix(buf.String(), qemuIOPrompt)
+	}()
+	select {
+	case s := <-got:
+		return s
+	case <-time.After(2 * time.Minute):
+		q.t.Fatalf("qemu-io: no answer to %q within 2 minutes", what)
+		return ""
+	}
+}
+
+// do runs one command and fails the test unless the output has want.
+func (q *qemuIO) do(command, want string) {
+	q.t.Helper()
+	if _, err := io.WriteString(q.in, command+"\n"); err != nil {
+		q.t.Fatalf("qemu-io %q: %v", command, err)
+	}
+	out := q.read(command)
+	if !strings.Contains(out, want) || strings.Contains(out, "failed") || strings.Contains(out, "error") {
+		q.t.Fatalf("qemu-io %q answered %q; want %q", command, out, want)
+	}
+}
+
+// TestRestartClientReconnectsToItsExport keeps one NBD client (qemu's nbd
+// driver, with reconnect-delay as a hypervisor would use) attached to a
+// disk across a daemon restart: the data it wrote and flushed before
+// SIGTERM is there after, and it goes on writing to the same export.
+func TestRestartClientReconnectsToItsExport(t *testing.T) {
+	need(t, "qemu-io")
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
+	d.ok(t, -1, nil, "folder", "create", "vms")
+	var disk apitypes.Disk
+	d.ok(t, -1, &disk, "disk", "create", "--folder", "vms", "--size", "16M", "--name", "vm")
+
+	q := startQemuIO(t, "--image-opts",
+		"driver=nbd,server.type=unix,server.path="+d.nbd+",export="+disk.ExportName+",reconnect-delay=60")
+	q.do("write -P 0x11 0 64k", "wrote 65536/65536 bytes at offset 0")
+	q.do("flush", "")
+
+	d.stop(t)
+	d.start(t)
+
+	q.do("read -P 0x11 0 64k", "read 65536/65536 bytes at offset 0")
+	q.do("write -P 0x22 64k 64k", "wrote 65536/65536 bytes at offset 65536")
+	q.do("flush", "")
+	io.WriteString(q.in, "quit\n")
+	<-q.done
+
+	// A fresh client sees both writes.
+	must(t, "qemu-io", "-r", "-f", "raw", d.uri(disk.ExportName),
+		"-c", "read -P 0x11 0 64k", "-c", "read -P 0x22 64k 64k", "-c", "read -P 0 128k 1M")
+}
