@@ -1,0 +1,124 @@
+package layer
+
+import (
+	"fmt"
+	"sync"
+
+	"strata/storage"
+)
+
+// chunkCache is the one bounded cache of decoded chunks that every disk and
+// image of a manager reads through. It is keyed by chunk id, so N disks on
+// one image, or layers sharing chunks, hold each chunk once; concurrent
+// misses on one id read the store once. Eviction is CLOCK per shard: cheap
+// on the hit path (one flag store), close enough to LRU for boot storms.
+type chunkCache struct {
+	store  *storage.Store
+	shards [cacheShards]cacheShard
+}
+
+const cacheShards = 16
+
+type cacheShard struct {
+	mu       sync.Mutex
+	limit    int64
+	bytes    int64
+	m        map[storage.ChunkID]*centry
+	ring     []*centry
+	hand     int
+	inflight map[storage.ChunkID]*flight
+}
+
+type centry struct {
+	id   storage.ChunkID
+	data []byte // never modified after insertion
+	ref  bool
+}
+
+type flight struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+func newChunkCache(store *storage.Store, limit int64) *chunkCache {
+	c := &chunkCache{store: store}
+	for i := range c.shards {
+		c.shards[i].limit = limit / cacheShards
+		c.shards[i].m = make(map[storage.ChunkID]*centry)
+		c.shards[i].inflight = make(map[storage.ChunkID]*flight)
+	}
+	return c
+}
+
+// get returns the raw bytes of a chunk. The slice is shared: callers copy
+// out of it and never write to it.
+func (c *chunkCache) get(id storage.ChunkID) ([]byte, error) {
+	s := &c.shards[uint64(id)*0x9E3779B97F4A7C15>>60]
+	s.mu.Lock()
+	if e, ok := s.m[id]; ok {
+		e.ref = true
+		s.mu.Unlock()
+		return e.data, nil
+	}
+	if f, ok := s.inflight[id]; ok {
+		s.mu.Unlock()
+		<-f.done
+		return f.data, f.err
+	}
+	f := &flight{done: make(chan struct{})}
+	s.inflight[id] = f
+	s.mu.Unlock()
+
+	data, err := c.store.Get(id, nil)
+	if err != nil {
+		err = fmt.Errorf("layer: chunk %d: %w", id, err)
+	}
+	f.data, f.err = data, err
+	s.mu.Lock()
+	delete(s.inflight, id)
+	if err == nil && int64(len(data)) <= s.limit {
+		s.insert(&centry{id: id, data: data})
+	}
+	s.mu.Unlock()
+	close(f.done)
+	return data, err
+}
+
+func (s *cacheShard) insert(e *centry) {
+	if _, ok := s.m[e.id]; ok {
+		return
+	}
+	for s.bytes+int64(len(e.data)) > s.limit && len(s.ring) > 0 {
+		if s.hand >= len(s.ring) {
+			s.hand = 0
+		}
+		v := s.ring[s.hand]
+		if v.ref {
+			v.ref = false
+			s.hand++
+			continue
+		}
+		last := len(s.ring) - 1
+		s.ring[s.hand] = s.ring[last]
+		s.ring[last] = nil
+		s.ring = s.ring[:last]
+		delete(s.m, v.id)
+		s.bytes -= int64(len(v.data))
+	}
+	s.m[e.id] = e
+	s.ring = append(s.ring, e)
+	s.bytes += int64(len(e.data))
+}
+
+// cachedBytes reports the bytes held, for tests.
+func (c *chunkCache) cachedBytes() int64 {
+	var n int64
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += s.bytes
+		s.mu.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,352 @@
+package layer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"strata/storage"
+)
+
+// blockSize is the guest block: the unit overlays store, whatever the
+// store's chunk size, so a 4 KiB write never copies up a larger chunk.
+const (
+	blockSize  = 4096
+	blockShift = 12
+)
+
+// Block states in an overlay's index, and extent kinds in merged views: the
+// values line up so an overlay state is also the extent kind it reports.
+const (
+	bNone = 0 // not in this overlay: look below
+	bData = 1 // data block stored in the overlay
+	bZero = 2 // written zeros (WriteZeroes without mayTrim): reads zeros, allocated
+	bTrim = 3 // trimmed or zeroed with mayTrim: reads zeros, a hole
+)
+
+// ovPageBlocks blocks share one index page: 2 bits each, 256 bytes a page.
+const ovPageBlocks = 1024
+
+type ovPage [ovPageBlocks / 32]uint64
+
+// overlay is the writable part of a disk, or the frozen part of a layer
+// being sealed. Blocks live in the store (layer/o/<id><block>); the index
+// (2 bits a block, pages allocated on first touch) lives in memory and is
+// rebuilt from the store when loaded.
+//
+// Every mutation carries a sequence number so a reload can tell whether a
+// block write or a range record (trim, write-zeroes) came last.
+type overlay struct {
+	id  uint64
+	seq atomic.Uint64
+
+	imu   sync.RWMutex // index
+	pages []*ovPage
+	data  int64 // data blocks in the index
+
+	// rmu keeps a retired overlay's blocks from being deleted under a
+	// reader: readers hold it shared for the whole read; retire takes it
+	// exclusively once the sealed map has replaced the overlay.
+	rmu     sync.RWMutex
+	retired bool
+}
+
+var errRetired = errors.New("layer: overlay retired")
+
+func newOverlay(id uint64) *overlay { return &overlay{id: id} }
+
+func (o *overlay) stateLocked(b int64) uint8 {
+	pi := b / ovPageBlocks
+	if pi >= int64(len(o.pages)) || o.pages[pi] == nil {
+		return bNone
+	}
+	i := b % ovPageBlocks
+	return uint8(o.pages[pi][i/32]>>(2*(i%32))) & 3
+}
+
+func (o *overlay) setLocked(b int64, s uint8) {
+	pi := b / ovPageBlocks
+	if pi >= int64(len(o.pages)) {
+		if s == bNone {
+			return
+		}
+		o.pages = append(o.pages, make([]*ovPage, pi+1-int64(len(o.pages)))...)
+	}
+	pg := o.pages[pi]
+	if pg == nil {
+		if s == bNone {
+			return
+		}
+		pg = new(ovPage)
+		o.pages[pi] = pg
+	}
+	i := b % ovPageBlocks
+	old := uint8(pg[i/32]>>(2*(i%32))) & 3
+	if old == bData {
+		o.data--
+	}
+	if s == bData {
+		o.data++
+	}
+	pg[i/32] = pg[i/32]&^(3<<(2*(i%32))) | uint64(s)<<(2*(i%32))
+}
+
+// setRangeLocked sets [b0, b1) to s, a whole page at a time where it can.
+func (o *overlay) setRangeLocked(b0, b1 int64, s uint8) {
+	var fill uint64
+	for i := 0; i < 32; i++ {
+		fill |= uint64(s) << (2 * i)
+	}
+	for b := b0; b < b1; {
+		if b%ovPageBlocks == 0 && b+ovPageBlocks <= b1 {
+			pi := b / ovPageBlocks
+			if pi >= int64(len(o.pages)) {
+				o.pages = append(o.pages, make([]*ovPage, pi+1-int64(len(o.pages)))...)
+			}
+			pg := o.pages[pi]
+			if pg == nil {
+				pg = new(ovPage)
+				o.pages[pi] = pg
+			} else {
+				for i := 0; i < ovPageBlocks; i++ {
+					if uint8(pg[i/32]>>(2*(i%32)))&3 == bData {
+						o.data--
+					}
+				}
+			}
+			for i := range pg {
+				pg[i] = fill
+			}
+			if s == bData {
+				o.data += ovPageBlocks
+			}
+			b += ovPageBlocks
+			continue
+		}
+		o.setLocked(b, s)
+		b++
+	}
+}
+
+// states copies the states of blocks [b0, b0+len(dst)).
+func (o *overlay) states(b0 int64, dst []uint8) {
+	o.imu.RLock()
+	defer o.imu.RUnlock()
+	for i := range dst {
+		b := b0 + int64(i)
+		pi := b / ovPageBlocks
+		if pi >= int64(len(o.pages)) || o.pages[pi] == nil {
+			// Skip the rest of an absent page at once.
+			n := min(int64(len(dst)-i), ovPageBlocks-b%ovPageBlocks)
+			clear(dst[i : i+int(n)])
+			continue
+		}
+		dst[i] = o.stateLocked(b)
+	}
+}
+
+func (o *overlay) dataBlocks() int64 {
+	o.imu.RLock()
+	defer o.imu.RUnlock()
+	return o.data
+}
+
+// touchedChunks lists, in order, the chunk indices (of chunkSize) that hold
+// any block of the overlay.
+func (o *overlay) touchedChunks(chunkSize int64) []int64 {
+	o.imu.RLock()
+	defer o.imu.RUnlock()
+	var out []int64
+	for pi, pg := range o.pages {
+		if pg == nil {
+			continue
+		}
+		for i := 0; i < ovPageBlocks; i++ {
+			if uint8(pg[i/32]>>(2*(i%32)))&3 == bNone {
+				continue
+			}
+			ci := (int64(pi)*ovPageBlocks + int64(i)) * blockSize / chunkSize
+			if len(out) == 0 || out[len(out)-1] != ci {
+				out = append(out, ci)
+			}
+		}
+	}
+	return out
+}
+
+func blockValue(seq uint64, kind uint8, data []byte) []byte {
+	v := make([]byte, 9, 9+len(data))
+	binary.BigEndian.PutUint64(v, seq)
+	v[8] = kind
+	return append(v, data...)
+}
+
+// readOver fills p with the bytes at off: this overlay's blocks where it has
+// them, below for the rest (below gets sub-slices and their offsets). It
+// returns errRetired if the overlay was sealed away; the caller re-reads its
+// view.
+func (o *overlay) readOver(store *storage.Store, p []byte, off int64, below func([]byte, int64) error) error {
+	if len(p) == 0 {
+		return nil
+	}
+	o.rmu.RLock()
+	defer o.rmu.RUnlock()
+	if o.retired {
+		return errRetired
+	}
+	end := off + int64(len(p))
+	b0, b1 := off>>blockShift, (end-1)>>blockShift
+	st := make([]uint8, b1-b0+1)
+	o.states(b0, st)
+	var data []int64
+	for i := 0; i < len(st); {
+		j := i + 1
+		for j < len(st) && st[j] == st[i] {
+			j++
+		}
+		lo := max(off, (b0+int64(i))<<blockShift)
+		hi := min(end, (b0+int64(j))<<blockShift)
+		switch st[i] {
+		case bNone:
+			if err := below(p[lo-off:hi-off], lo); err != nil {
+				return err
+			}
+		case bZero, bTrim:
+			clear(p[lo-off : hi-off])
+		case bData:
+			for b := b0 + int64(i); b < b0+int64(j); b++ {
+				data = append(data, b)
+			}
+		}
+		i = j
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	return store.View(func(tx *storage.Txn) error {
+		for _, b := range data {
+			v, err := tx.Get(key(pfxBlock, o.id, uint64(b)))
+			if err != nil {
+				return fmt.Errorf("%w: overlay %d block %d: %v", ErrCorruptMeta, o.id, b, err)
+			}
+			if len(v) != 9+blockSize || v[8] != bData {
+				return fmt.Errorf("%w: overlay %d block %d: bad record", ErrCorruptMeta, o.id, b)
+			}
+			lo := max(off, b<<blockShift)
+			hi := min(end, (b+1)<<blockShift)
+			copy(p[lo-off:hi-off], v[9+lo-b<<blockShift:])
+		}
+		return nil
+	})
+}
+
+// kindsOver fills the unknown (0) entries of kinds for blocks from b0 with
+// this overlay's states, leaving bNone blocks for the layer below.
+func (o *overlay) kindsOver(b0 int64, kinds []uint8) {
+	st := make([]uint8, len(kinds))
+	o.states(b0, st)
+	for i, s := range st {
+		if kinds[i] == 0 {
+			kinds[i] = s
+		}
+	}
+}
+
+// loadOverlay rebuilds an overlay's index from the store: block records and
+// range records applied in sequence order.
+func loadOverlay(store *storage.Store, id uint64) (*overlay, error) {
+	o := newOverlay(id)
+	type blk struct {
+		b    int64
+		seq  uint64
+		kind uint8
+	}
+	type rng struct {
+		seq        uint64
+		kind       uint8
+		start, end int64
+	}
+	var blocks []blk
+	var ranges []rng
+	var maxSeq uint64
+	err := store.View(func(tx *storage.Txn) error {
+		bp := key(pfxBlock, id)
+		if err := tx.Iterate(bp, func(k, v []byte) error {
+			if len(v) < 9 || len(k) != len(bp)+8 {
+				return fmt.Errorf("%w: overlay %d block record", ErrCorruptMeta, id)
+			}
+			s := binary.BigEndian.Uint64(v)
+			blocks = append(blocks, blk{int64(binary.BigEndian.Uint64(k[len(bp):])), s, v[8]})
+			maxSeq = max(maxSeq, s)
+			return nil
+		}); err != nil {
+			return err
+		}
+		rp := key(pfxRange, id)
+		return tx.Iterate(rp, func(k, v []byte) error {
+			if len(v) != 17 || len(k) != len(rp)+8 {
+				return fmt.Errorf("%w: overlay %d range record", ErrCorruptMeta, id)
+			}
+			s := binary.BigEndian.Uint64(k[len(rp):])
+			ranges = append(ranges, rng{s, v[0], int64(binary.BigEndian.Uint64(v[1:])), int64(binary.BigEndian.Uint64(v[9:]))})
+			maxSeq = max(maxSeq, s)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Ranges in key order are in sequence order; a later one overrides.
+	for _, r := range ranges {
+		o.setRangeLocked(r.start, r.end, r.kind)
+	}
+	byStart := slices.Clone(ranges)
+	slices.SortFunc(byStart, func(a, b rng) int { return int(a.start - b.start) })
+	for _, bl := range blocks {
+		newer := false
+		for _, r := range byStart {
+			if r.start > bl.b {
+				break
+			}
+			if bl.b < r.end && r.seq > bl.seq {
+				newer = true
+				break
+			}
+		}
+		if !newer {
+			o.setLocked(bl.b, bl.kind)
+		}
+	}
+	o.seq.Store(maxSeq)
+	return o, nil
+}
+
+// deleteOverlayStep deletes up to n of an overlay's records and reports
+// whether any were left to delete.
+func deleteOverlayStep(tx *storage.Txn, id uint64, n int) (more bool, err error) {
+	var keys [][]byte
+	for _, p := range [][]byte{key(pfxBlock, id), key(pfxRange, id)} {
+		err := tx.Iterate(p, func(k, _ []byte) error {
+			if len(keys) >= n {
+				more = true
+				return errStop
+			}
+			keys = append(keys, slices.Clone(k))
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return false, err
+		}
+	}
+	for _, k := range keys {
+		if err := tx.Delete(k); err != nil {
+			return false, err
+		}
+	}
+	return more || len(keys) > 0, nil
+}
+
+var errStop = errors.New("stop")

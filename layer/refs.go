@@ -1,0 +1,30 @@
+package layer
+
+import (
+	"strata/storage"
+)
+
+// Refs walks every chunk reference for storage.Store.Audit: each entry of
+// each stored leaf page, once per page, exactly as writeLeaf counted it and
+// the leaf's release will uncount it. Staged pages of unfinished builds are
+// included, since their references are counted too.
+func (m *Manager) Refs() storage.RefSource {
+	return func(yield func(storage.ChunkID) error) error {
+		ids := make([]uint64, fanout)
+		return m.store.View(func(tx *storage.Txn) error {
+			return tx.Iterate(pfxLeaf, func(_, v []byte) error {
+				if err := decodeIDs(v, ids); err != nil {
+					return err
+				}
+				for _, id := range ids {
+					if id != 0 {
+						if err := yield(storage.ChunkID(id)); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+		})
+	}
+}

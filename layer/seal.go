@@ -1,0 +1,313 @@
+package layer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"strata/storage"
+)
+
+// Snapshot switches the disk atomically to a fresh overlay and returns the
+// layer that will hold exactly the writes acknowledged before the call,
+// with one holder. The seal runs in the background (see WaitSealed); the
+// layer reads correctly at once.
+//
+// The switch waits for writes in flight (they hold the disk's lock shared),
+// then in one transaction creates the snapshot layer (sealing: the frozen
+// overlay over the old base), points the disk at it with an empty overlay,
+// and syncs, so the snapshot survives a crash from the moment it returns.
+func (m *Manager) Snapshot(ctx context.Context, id DiskID) (LayerID, error) {
+	d, err := m.getDisk(id)
+	if err != nil {
+		return 0, err
+	}
+	lid, err := m.newID()
+	if err != nil {
+		return 0, err
+	}
+	ovid, err := m.newID()
+	if err != nil {
+		return 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	st := d.st.Load()
+	size := d.size.Load()
+	err = m.store.Update(func(tx *storage.Txn) error {
+		dm, err := getDiskMeta(tx, id)
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("%w: disk %d", ErrNotFound, id)
+		}
+		if err != nil {
+			return err
+		}
+		if dm.Overlay != st.ov.id {
+			return fmt.Errorf("%w: disk %d changed under its handle", ErrBusy, id)
+		}
+		// The disk's use of its old base passes to the snapshot layer (its
+		// parent until sealed); the disk now uses the snapshot layer.
+		lm := &layerMeta{State: stateSealing, Size: size, Holders: 1, Users: 1, Parent: dm.Base, Overlay: dm.Overlay}
+		if err := putLayerMeta(tx, LayerID(lid), lm); err != nil {
+			return err
+		}
+		dm.Base, dm.Overlay, dm.Size = LayerID(lid), ovid, size
+		return setJSON(tx, key(pfxDisk, uint64(id)), dm)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := m.store.Sync(); err != nil {
+		return 0, err
+	}
+	l := newSealingLayer(LayerID(lid), size, st.ov, st.base)
+	m.mu.Lock()
+	m.layers[l.id] = l
+	m.mu.Unlock()
+	d.st.Store(&diskState{ov: newOverlay(ovid), base: l})
+	m.startSeal(l)
+	return l.id, nil
+}
+
+// startSeal runs l's seal in the background unless it already runs.
+func (m *Manager) startSeal(l *layer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || m.seals[l.id] || l.sealed() {
+		return
+	}
+	m.seals[l.id] = true
+	m.wg.Add(1)
+	go m.sealLoop(l)
+}
+
+// cloneWatchTries is how many background passes (about a second apart) a
+// watched layer may stay invisible before its creating txn counts as
+// rolled back.
+const cloneWatchTries = 30
+
+// startWatchedSeals starts the seals of layers made sealing by a caller's
+// transaction (a standard disk's own base over a snapshot still sealing)
+// once that transaction has committed.
+func (m *Manager) startWatchedSeals() {
+	m.mu.Lock()
+	ids := make([]LayerID, 0, len(m.cloneWatch))
+	for id := range m.cloneWatch {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	for _, id := range ids {
+		l, err := m.getLayer(id)
+		m.mu.Lock()
+		switch {
+		case err == nil:
+			delete(m.cloneWatch, id)
+		case m.cloneWatch[id] >= cloneWatchTries:
+			delete(m.cloneWatch, id)
+		default:
+			m.cloneWatch[id]++
+		}
+		m.mu.Unlock()
+		if err == nil {
+			m.startSeal(l)
+		}
+	}
+}
+
+func (m *Manager) sealLoop(l *layer) {
+	defer func() {
+		m.mu.Lock()
+		delete(m.seals, l.id)
+		m.mu.Unlock()
+		m.kickReaper()
+		m.wg.Done()
+	}()
+	if p := l.view.Load().parent; p != nil {
+		select {
+		case <-p.ready:
+		case <-m.ctx.Done():
+			return
+		}
+	}
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
+		select {
+		case m.sealSem <- struct{}{}:
+		case <-m.ctx.Done():
+			return
+		}
+		err := m.seal(l)
+		<-m.sealSem
+		if err == nil || errors.Is(err, errAbandoned) || m.ctx.Err() != nil {
+			return
+		}
+		m.reportBackground(fmt.Errorf("layer: seal of %d: %w", l.id, err))
+		select {
+		case <-time.After(backoff):
+		case <-m.ctx.Done():
+			return
+		}
+	}
+}
+
+// sealBatchChunks bounds the chunks one staging txn covers.
+const sealBatchChunks = 64
+
+// seal builds l's map from its parent's map and its frozen overlay: every
+// chunk the overlay touches is merged (base bytes under dirty blocks),
+// stored with Put under a lease (deduplicated), and the leaves and dirs
+// that changed are rewritten; everything else is shared with the parent.
+func (m *Manager) seal(l *layer) error {
+	v := l.view.Load()
+	if v.bm != nil {
+		return nil
+	}
+	var pbm *blockMap
+	if v.parent != nil {
+		pbm = v.parent.view.Load().bm
+		if pbm == nil {
+			return fmt.Errorf("layer: parent %d of %d not sealed", v.parent.id, l.id)
+		}
+	}
+	leaves, dirs, err := m.readStaged(l.id)
+	if err != nil {
+		return err
+	}
+	nchunks := ceilDiv(l.size, m.chunkSize)
+	var touched []int64
+	if v.frozen != nil {
+		touched = v.frozen.touchedChunks(m.chunkSize)
+	}
+	l.sealTotal.Store(int64(len(touched)) + 1)
+	lease := m.store.NewLease()
+	defer lease.Release()
+
+	var batch []stagedLeaf
+	nb := 0
+	for i := 0; i < len(touched); {
+		li := touched[i] / fanout
+		j := i
+		for j < len(touched) && touched[j]/fanout == li {
+			j++
+		}
+		_, staged := leaves[li]
+		_, dirDone := dirs[li/fanout]
+		if staged || dirDone || touched[i] >= nchunks {
+			l.sealDone.Add(int64(j - i))
+			i = j
+			continue
+		}
+		if err := m.ctx.Err(); err != nil {
+			return err
+		}
+		lf := &leaf{}
+		if p := pbm.leafOf(li); p != nil {
+			lf.ids = p.ids
+		}
+		for _, ci := range touched[i:j] {
+			if ci >= nchunks {
+				continue
+			}
+			id, err := m.mergeChunk(pbm, v.frozen, ci, l.size, lease)
+			if err != nil {
+				return err
+			}
+			lf.ids[ci%fanout] = id
+			nb++
+		}
+		if lf.ids == ([fanout]storage.ChunkID{}) {
+			lf = nil
+		}
+		batch = append(batch, stagedLeaf{li, lf})
+		if nb >= sealBatchChunks {
+			if err := m.stageLeaves(l.id, stateSealing, batch, leaves); err != nil {
+				return err
+			}
+			batch, nb = nil, 0
+		}
+		l.sealDone.Add(int64(j - i))
+		i = j
+	}
+	if err := m.stageLeaves(l.id, stateSealing, batch, leaves); err != nil {
+		return err
+	}
+	if err := m.stageDirs(l.id, stateSealing, pbm, leaves, dirs); err != nil {
+		return err
+	}
+	planned := plannedDirs(l.size, m.chunkSize, pbm, dirs)
+	var bm *blockMap
+	if err := m.store.View(func(tx *storage.Txn) (err error) {
+		bm, err = m.loadMap(tx, l.size, planned)
+		return err
+	}); err != nil {
+		return err
+	}
+	// Readers move to the sealed map before the overlay's blocks can go:
+	// the release of the overlay is queued only below, after the retire
+	// has waited out every reader still inside it.
+	l.view.Store(&layerView{bm: bm})
+	if v.frozen != nil {
+		v.frozen.rmu.Lock()
+		v.frozen.retired = true
+		v.frozen.rmu.Unlock()
+	}
+	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		err = m.store.Update(func(tx *storage.Txn) error {
+			lm, err := checkState(tx, l.id, stateSealing)
+			if err != nil {
+				return err
+			}
+			if err := finishDirs(tx, l.id, planned, dirs); err != nil {
+				return err
+			}
+			if err := m.useLayer(tx, lm.Parent, -1); err != nil {
+				return err
+			}
+			if lm.Overlay != 0 {
+				if err := m.enqueueJob(tx, jobFreeOverlay, lm.Overlay); err != nil {
+					return err
+				}
+			}
+			lm.State, lm.Dirs, lm.Parent, lm.Overlay = stateReady, planned, 0, 0
+			return putLayerMeta(tx, l.id, lm)
+		})
+		if err == nil || errors.Is(err, errAbandoned) || m.ctx.Err() != nil {
+			break
+		}
+		// The map is already in use in memory: finish the record rather
+		// than start over.
+		m.reportBackground(fmt.Errorf("layer: finishing seal of %d: %w", l.id, err))
+		time.Sleep(backoff)
+	}
+	if err != nil {
+		return err
+	}
+	l.sealDone.Store(l.sealTotal.Load())
+	close(l.ready)
+	m.kickReaper()
+	return nil
+}
+
+func (bm *blockMap) leafOf(li int64) *leaf {
+	if bm == nil || li >= int64(len(bm.leaves)) {
+		return nil
+	}
+	return bm.leaves[li]
+}
+
+// mergeChunk returns the id of chunk ci of a layer of size bytes: the base
+// chunk's bytes with the overlay's blocks over them.
+func (m *Manager) mergeChunk(pbm *blockMap, ov *overlay, ci, size int64, lease *storage.Lease) (storage.ChunkID, error) {
+	off := ci * m.chunkSize
+	buf := make([]byte, min(m.chunkSize, size-off))
+	if err := m.readMap(pbm, buf, off); err != nil {
+		return 0, err
+	}
+	if err := ov.readOver(m.store, buf, off, func([]byte, int64) error { return nil }); err != nil {
+		return 0, err
+	}
+	return m.store.Put(buf, lease)
+}
