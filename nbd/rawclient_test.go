@@ -189,7 +189,9 @@ func reqBytes(flags, typ uint16, cookie, off uint64, length uint32, payload []by
 
 // queue buffers a request without flushing (for pipelining).
 func (r *rawClient) queue(flags, typ uint16, cookie, off uint64, length uint32, payload []byte) {
-	r.bw.Write(reqBytes(flags, typ, cookie, off, length, payload))
+	var h [requestHeaderSize]byte
+	r.bw.Write(reqBytes(flags, typ, cookie, off, length, h[:0:0]))
+	r.bw.Write(payload)
 }
 
 func (r *rawClient) flush() {
