@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"strconv"
 )
 
 // Kind is what an extent of the data set holds.
@@ -104,7 +105,7 @@ func AllocatedBytes(ext []Extent) int64 {
 }
 
 // words is the vocabulary text extents are made of.
-var words = []string{
+var words = toBytes([]string{
 	"the", "of", "and", "to", "in", "is", "for", "on", "with", "as", "by",
 	"config", "service", "enable", "disable", "path", "usr", "lib", "share",
 	"systemd", "network", "interface", "address", "kernel", "module", "user",
@@ -114,27 +115,14 @@ var words = []string{
 	"#", "=", "{", "}", "(", ")", "[", "]", ";", ":", "/", "--", "0", "1",
 	"localhost", "127.0.0.1", "/etc", "/var/log", "Description", "After",
 	"Requires", "ExecStart", "WantedBy", "multi-user.target", "Type=simple",
-}
+})
 
-// textPool is a few KiB of word soup; text extents are cut from it at
-// random offsets (so no two 4 KiB blocks are alike and dedup finds
-// nothing), with a unique marker line every 4 KiB for good measure.
-func textPool(seed uint64) []byte {
-	rng := rand.New(rand.NewPCG(seed, 0x74657874))
-	pool := make([]byte, 0, 64<<10)
-	line := 0
-	for len(pool) < cap(pool)-128 {
-		w := words[rng.IntN(len(words))]
-		pool = append(pool, w...)
-		line += len(w) + 1
-		if line > 40+rng.IntN(60) {
-			pool = append(pool, '\n')
-			line = 0
-		} else {
-			pool = append(pool, ' ')
-		}
+func toBytes(ss []string) [][]byte {
+	out := make([][]byte, len(ss))
+	for i, w := range ss {
+		out[i] = []byte(w)
 	}
-	return pool
+	return out
 }
 
 // generator fills extents with their content. Each extent's bytes depend
@@ -142,11 +130,10 @@ func textPool(seed uint64) []byte {
 // piecewise and checked.
 type generator struct {
 	seed uint64
-	pool []byte
 }
 
 func newGenerator(seed uint64) *generator {
-	return &generator{seed: seed, pool: textPool(seed)}
+	return &generator{seed: seed}
 }
 
 // fill writes e's content into dst (len(dst) == e.Len). Holes are zeros.
@@ -162,25 +149,47 @@ func (g *generator) fill(dst []byte, e Extent) {
 		// ChaCha8.Read does not fail.
 		_, _ = rand.NewChaCha8(cs).Read(dst)
 	case KindText:
-		rng := rand.New(rand.NewChaCha8(cs))
+		// Lines of words drawn at random, now and then a number: zstd
+		// shrinks it about 3x, like real configs and scripts, and no two
+		// 4 KiB blocks are alike, so dedup finds nothing. One PCG draw
+		// decides a whole word (generation speed matters at 4 GiB).
+		pcg := rand.NewPCG(g.seed, uint64(e.Off)^uint64(e.Kind)<<56)
+		var num [20]byte
 		for blk := 0; blk < len(dst); blk += extentAlign {
 			b := dst[blk:min(blk+extentAlign, len(dst))]
-			n := copy(b, fmt.Sprintf("# %016x %08x\n", g.seed, uint64(e.Off)+uint64(blk)))
+			n, line := 0, 0
 			for n < len(b) {
-				from := rng.IntN(len(g.pool) - 2048)
-				n += copy(b[n:], g.pool[from:from+200+rng.IntN(1800)])
+				r := pcg.Uint64()
+				var w []byte
+				if (r>>16)&7 == 0 {
+					w = strconv.AppendUint(num[:0], (r>>19)&(1<<20-1), 10)
+				} else {
+					w = words[(r&0xffff)*uint64(len(words))>>16]
+				}
+				n += copy(b[n:], w)
+				line += len(w) + 1
+				sep := byte(' ')
+				if line > 30+int((r>>40)%60) {
+					sep, line = '\n', 0
+				}
+				if n < len(b) {
+					b[n] = sep
+					n++
+				}
 			}
 		}
 	case KindBinary:
 		// Little-endian words of limited width, the width changing per
 		// 4 KiB block: compresses somewhere between 1.2x and 3x, like
 		// machine code and tables.
-		rng := rand.New(rand.NewChaCha8(cs))
+		pcg := rand.NewPCG(g.seed, uint64(e.Off)^uint64(e.Kind)<<56)
 		for blk := 0; blk < len(dst); blk += extentAlign {
 			b := dst[blk:min(blk+extentAlign, len(dst))]
-			shift := 8 + rng.IntN(17)
-			for i := 0; i+4 <= len(b); i += 4 {
-				binary.LittleEndian.PutUint32(b[i:], rng.Uint32()>>shift)
+			shift := 8 + pcg.Uint64()%17
+			for i := 0; i+8 <= len(b); i += 8 {
+				r := pcg.Uint64()
+				binary.LittleEndian.PutUint32(b[i:], uint32(r)>>shift)
+				binary.LittleEndian.PutUint32(b[i+4:], uint32(r>>32)>>shift)
 			}
 		}
 	}

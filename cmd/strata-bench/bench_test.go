@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// A trimmed fio 3.33 --output-format=json document, with the note fio
+// prints before the JSON when an option is deprecated.
+const fioSample = `fio: note: both iodepth >= 1 and synchronous I/O engine selected
+{
+  "fio version" : "fio-3.33",
+  "jobs" : [
+    {
+      "jobname" : "randread-4096",
+      "groupid" : 0,
+      "error" : 0,
+      "job options" : { "ioengine" : "nbd", "rw" : "randread" },
+      "read" : { "io_bytes" : 9839739, "bw_bytes" : 9839739, "iops" : 2402.28013, "runtime" : 3070, "total_ios" : 7375 },
+      "write" : { "io_bytes" : 0, "bw_bytes" : 0, "iops" : 0.0, "runtime" : 0, "total_ios" : 0 }
+    },
+    {
+      "jobname" : "randread-4096",
+      "error" : 0,
+      "read" : { "bw_bytes" : 1000, "iops" : 100.5, "total_ios" : 25 },
+      "write" : { "bw_bytes" : 2000, "iops" : 3.0, "total_ios" : 9 }
+    }
+  ]
+}
+`
+
+func TestParseFioSumsJobsAfterLeadingNotes(t *testing.T) {
+	r, err := parseFio([]byte(fioSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fioResult{ReadIOPS: 2402.28013 + 100.5, WriteIOPS: 3, ReadBW: 9839739 + 1000, WriteBW: 2000, ReadIOs: 7400, WriteIOs: 9}
+	if math.Abs(r.ReadIOPS-want.ReadIOPS) > 1e-9 || r.WriteIOPS != want.WriteIOPS || r.ReadBW != want.ReadBW ||
+		r.WriteBW != want.WriteBW || r.ReadIOs != want.ReadIOs || r.WriteIOs != want.WriteIOs {
+		t.Fatalf("parseFio = %+v, want %+v", r, want)
+	}
+}
+
+func TestParseFioRejectsFailures(t *testing.T) {
+	for name, in := range map[string]string{
+		"no json":   "fio: engine nbd not loadable\n",
+		"truncated": `{"jobs": [{"jobname": "x", "read": {"iops": 1`,
+		"no jobs":   `{"jobs": []}`,
+		"job error": `{"jobs": [{"jobname": "x", "error": 5, "read": {"iops": 10, "total_ios": 10}}]}`,
+		"no io":     `{"jobs": [{"jobname": "x", "error": 0, "read": {"iops": 0, "total_ios": 0}}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := parseFio([]byte(in)); !errors.Is(err, errFio) {
+				t.Fatalf("parseFio(%q) error = %v, want errFio", in, err)
+			}
+		})
+	}
+}
+
+func TestFioArgsNameTheEngineURIAndJSONOutput(t *testing.T) {
+	args := fioArgs(fioJobSpec{RW: "randwrite", BS: 4096, IODepth: 32, Runtime: 3e9}, "nbd+unix:///disk?socket=/s", "/o.json")
+	want := map[string]bool{"--ioengine=nbd": true, "--uri=nbd+unix:///disk?socket=/s": true, "--rw=randwrite": true,
+		"--bs=4096": true, "--iodepth=32": true, "--runtime=3s": true, "--output-format=json": true, "--output=/o.json": true,
+		"--time_based": true, "--direct=1": true}
+	for _, a := range args {
+		delete(want, a)
+	}
+	if len(want) != 0 {
+		t.Fatalf("fioArgs %q lacks %v", args, want)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{3}, 3},
+		{[]float64{5, 1, 3}, 3},
+		{[]float64{4, 1, 3, 2}, 2.5},
+		{[]float64{7, 7, 1}, 7},
+	} {
+		in := append([]float64(nil), c.in...)
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+		for i := range in {
+			if in[i] != c.in[i] {
+				t.Errorf("median reordered its input: %v", c.in)
+			}
+		}
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median(nil) is not NaN")
+	}
+}
+
+func TestRatioAndVerdict(t *testing.T) {
+	r := phaseResult{phase: phase{Name: "x", Unit: "IOPS", Target: 1.3}}
+	if _, ok := r.ratio(); ok {
+		t.Fatal("ratio without samples")
+	}
+	for _, v := range []float64{10, 30, 20} {
+		r.add(serverStrata, sample{Value: v})
+	}
+	r.add(serverQemu, sample{Value: 10})
+	r.add(serverQemu, sample{Value: 20})
+	got, ok := r.ratio()
+	if !ok || got != 20.0/15 {
+		t.Fatalf("ratio = %v, %v; want %v", got, ok, 20.0/15)
+	}
+	j := r.json()
+	if j.Met == nil || !*j.Met || j.Strata.Median != 20 || j.Qemu.Median != 15 {
+		t.Fatalf("json = %+v", j)
+	}
+}
+
+func TestParseStatCPUCountsFromLastParen(t *testing.T) {
+	// comm "a) (b c" has spaces and parentheses; utime 250, stime 50 ticks.
+	line := "1234 (a) (b c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 10\n"
+	got, err := parseStatCPU([]byte(line))
+	if err != nil || got != 3.0 {
+		t.Fatalf("parseStatCPU = %v, %v; want 3.0", got, err)
+	}
+	if _, err := parseStatCPU([]byte("1234 (x) S 1")); err == nil {
+		t.Fatal("short line accepted")
+	}
+	self, err := cpuSeconds(os.Getpid())
+	if err != nil || self < 0 {
+		t.Fatalf("cpuSeconds(self) = %v, %v", self, err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"4G": 4 << 30, "256M": 256 << 20, "512MiB": 512 << 20, "64k": 64 << 10, "1048576": 1 << 20, "2GB": 2 << 30} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "G", "-1M", "0", "1.5G", "3X", "99999999T"} {
+		if got, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) = %d, want an error", in, got)
+		}
+	}
+}
+
+func TestLayoutCoversTheSizeAlignedAndAboutHalfAllocated(t *testing.T) {
+	for _, size := range []int64{64 << 20, 256 << 20, 4 << 30} {
+		for seed := uint64(1); seed <= 3; seed++ {
+			l := Layout(size, seed, true)
+			var off int64
+			kinds := map[Kind]int64{}
+			for _, e := range l {
+				if e.Off != off || e.Len <= 0 || e.Len > extentMax || e.Off%extentAlign != 0 {
+					t.Fatalf("size %d seed %d: bad extent %+v at %d", size, seed, e, off)
+				}
+				off += e.Len
+				kinds[e.Kind] += e.Len
+			}
+			if off != size {
+				t.Fatalf("size %d seed %d: extents cover %d", size, seed, off)
+			}
+			share := float64(AllocatedBytes(l)) / float64(size)
+			if share < 0.45 || share > 0.55 {
+				t.Errorf("size %d seed %d: allocated share %.3f, want about one half", size, seed, share)
+			}
+			for k := KindHole; k <= KindRandom; k++ {
+				if kinds[k] == 0 {
+					t.Errorf("size %d seed %d: no %v extents", size, seed, k)
+				}
+			}
+		}
+	}
+	if dense := Layout(64<<20, 1, false); AllocatedBytes(dense) != 64<<20 {
+		t.Errorf("dense layout has holes")
+	}
+}
+
+func digest(t *testing.T, r io.Reader) [32]byte {
+	t.Helper()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		t.Fatal(err)
+	}
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
+func TestDataSetIsDeterministicPerSeed(t *testing.T) {
+	const size = 16 << 20
+	a := digest(t, newDataSetReader(size, 7, true))
+	if b := digest(t, newDataSetReader(size, 7, true)); a != b {
+		t.Fatal("same seed, different data set")
+	}
+	if c := digest(t, newDataSetReader(size, 8, true)); a == c {
+		t.Fatal("different seeds, same data set")
+	}
+}
+
+func TestWriteDataSetMatchesTheStreamAndLeavesHolesSparse(t *testing.T) {
+	const size = 32 << 20
+	path := filepath.Join(t.TempDir(), "base.raw")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout, err := WriteDataSet(f, size, 3, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest(t, bytes.NewReader(data)) != digest(t, newDataSetReader(size, 3, true)) {
+		t.Fatal("file differs from the streamed data set")
+	}
+	for _, e := range layout {
+		if e.Kind == KindHole && !allZero(data[e.Off:e.Off+e.Len]) {
+			t.Fatalf("hole %+v holds data", e)
+		}
+		if e.Kind != KindHole && allZero(data[e.Off:e.Off+e.Len]) {
+			t.Fatalf("data extent %+v is all zeros", e)
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	// Allocated blocks: the data extents, plus a little filesystem slack.
+	if used, alloc := st.Blocks*512, AllocatedBytes(layout); used > alloc+alloc/20 {
+		t.Fatalf("file uses %d bytes on disk for %d allocated: holes were written", used, alloc)
+	}
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// The content kinds must differ the way the benchmark claims: text shrinks
+// a lot under zstd, binary some, random not at all.
+func TestContentKindsCompressAsAdvertised(t *testing.T) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	g := newGenerator(1)
+	ratio := func(k Kind) float64 {
+		buf := make([]byte, extentMax)
+		var in, out int
+		for i := range 8 {
+			g.fill(buf, Extent{Off: int64(i) * extentMax, Len: extentMax, Kind: k})
+			in += len(buf)
+			out += len(enc.EncodeAll(buf, nil))
+		}
+		return float64(in) / float64(out)
+	}
+	text, bin, rnd := ratio(KindText), ratio(KindBinary), ratio(KindRandom)
+	if text < 2.5 || bin < 1.1 || bin > text || rnd > 1.01 {
+		t.Fatalf("compression ratios text %.2f, binary %.2f, random %.2f", text, bin, rnd)
+	}
+	t.Logf("zstd fastest: text %.2fx, binary %.2fx, random %.2fx", text, bin, rnd)
+}
+
+func BenchmarkFill(b *testing.B) {
+	g := newGenerator(1)
+	buf := make([]byte, extentMax)
+	for k := KindText; k <= KindRandom; k++ {
+		b.Run(k.String(), func(b *testing.B) {
+			b.SetBytes(extentMax)
+			for i := 0; b.Loop(); i++ {
+				g.fill(buf, Extent{Off: int64(i) * extentMax, Len: extentMax, Kind: k})
+			}
+		})
+	}
+}
