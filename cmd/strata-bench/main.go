@@ -43,6 +43,7 @@ type config struct {
 	Runtime    time.Duration
 	IODepth    int
 	Pause      time.Duration
+	DropCaches bool
 	Seed       uint64
 	JSON       bool
 	Phases     []string
@@ -92,6 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.Runtime, "runtime", 10*time.Second, "duration of each fio phase")
 	fs.IntVar(&c.IODepth, "iodepth", 32, "fio queue depth")
 	fs.DurationVar(&c.Pause, "pause", 2*time.Second, "pause after sync (and dropping caches) before each phase")
+	fs.BoolVar(&c.DropCaches, "drop-caches", true, "drop the page cache before read phases (needs root): reads then start cold for both servers")
 	fs.Uint64Var(&c.Seed, "seed", 1, "data set seed")
 	fs.BoolVar(&c.JSON, "json", false, "print the results as JSON on stdout (progress still goes to stderr)")
 	phs := fs.String("phases", "randread4k,randwrite4k,randread64k,seqread,seqwrite", "phases to run, comma separated")
@@ -215,7 +217,7 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err er
 		return err
 	}
 	b := &bench{cfg: cfg, dir: dir, procs: newProcs(), log: stderr,
-		size: cfg.Size, seqSize: cfg.SeqSize, dropCaches: os.Geteuid() == 0}
+		size: cfg.Size, seqSize: cfg.SeqSize, dropCaches: cfg.DropCaches && os.Geteuid() == 0}
 	defer func() {
 		b.procs.stopAll()
 		if cfg.Keep {
@@ -224,7 +226,7 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err er
 			err = errors.Join(err, rerr)
 		}
 	}()
-	if !b.dropCaches {
+	if cfg.DropCaches && !b.dropCaches {
 		fmt.Fprintln(stderr, "not root: page cache is not dropped before read phases")
 	}
 	if err := b.setup(ctx); err != nil {

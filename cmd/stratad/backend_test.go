@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"testing"
+
+	"strata/layer"
+	"strata/nbd"
+)
+
+func TestNBDErrorTranslation(t *testing.T) {
+	for _, tc := range []struct {
+		in   error
+		want error
+	}{
+		{layer.ErrNotFast, nbd.ErrNotFast},
+		{fmt.Errorf("zero: %w", layer.ErrNotFast), nbd.ErrNotFast},
+		{layer.ErrReadOnly, nbd.ErrPermission},
+		{layer.ErrOutOfRange, nbd.ErrInvalid},
+		{layer.ErrBusy, nbd.ErrPermission},
+	} {
+		got := nbdError(tc.in)
+		if !errors.Is(got, tc.want) || !errors.Is(got, tc.in) {
+			t.Errorf("nbdError(%v) = %v; want it to match %v and keep the cause", tc.in, got, tc.want)
+		}
+	}
+	if nbdError(nil) != nil {
+		t.Error("nil must stay nil")
+	}
+	other := errors.New("disk on fire")
+	if got := nbdError(other); got != other {
+		t.Errorf("unknown errors pass through unchanged (EIO): %v", got)
+	}
+}
+
+// fakeVolume records calls; just enough of layer.Volume for the adapter.
+type fakeVolume struct {
+	layer.Volume
+	extents []layer.Extent
+	closed  bool
+}
+
+func (f *fakeVolume) Extents(context.Context, int64, int64) ([]layer.Extent, error) {
+	return f.extents, nil
+}
+func (f *fakeVolume) WriteZeroes(context.Context, int64, int64, bool, bool, bool) error {
+	return layer.ErrNotFast
+}
+func (f *fakeVolume) Close() error { f.closed = true; return nil }
+
+func TestBackendConvertsExtentsAndCloses(t *testing.T) {
+	v := &fakeVolume{extents: []layer.Extent{{Length: 4096, Hole: true, Zero: true}, {Length: 8192}, {Length: 512, Zero: true}}}
+	b := newBackend(v)
+	if _, ok := b.(nbd.BlockSizer); ok {
+		t.Fatal("a volume without block sizes must not advertise any")
+	}
+	got, err := b.Extents(context.Background(), 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []nbd.Extent{{Length: 4096, Hole: true, Zero: true}, {Length: 8192}, {Length: 512, Zero: true}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("extents %v, want %v", got, want)
+	}
+	if err := b.WriteZeroes(context.Background(), 0, 4096, false, true, false); !errors.Is(err, nbd.ErrNotFast) {
+		t.Fatalf("fast zero refusal: %v", err)
+	}
+	b.(interface{ Close() error }).Close()
+	if !v.closed {
+		t.Fatal("closing the backend must close the volume handle")
+	}
+}
+
+func TestPeerIdentity(t *testing.T) {
+	id, err := peerIdentity(nbd.Peer{Unix: &nbd.UnixCred{UID: 1000, GID: 100, PID: 42}})
+	if err != nil || !id.Known || id.UID != 1000 || id.GID != 100 || id.PID != 42 {
+		t.Fatalf("unix peer: %+v %v", id, err)
+	}
+	cert := func(cn string) *x509.Certificate { return &x509.Certificate{Subject: pkix.Name{CommonName: cn}} }
+	for cn, uid := range map[string]uint32{"unixUser:1001": 1001, "1002": 1002} {
+		id, err := peerIdentity(nbd.Peer{TLS: true, Certificate: cert(cn)})
+		if err != nil || !id.Known || id.UID != uid {
+			t.Errorf("certificate %q: %+v %v", cn, id, err)
+		}
+	}
+	for _, p := range []nbd.Peer{{}, {TLS: true}, {TLS: true, Certificate: cert("alice")}} {
+		if id, err := peerIdentity(p); err == nil || id.Known {
+			t.Errorf("peer %+v identified as %+v", p, id)
+		}
+	}
+}
