@@ -116,6 +116,13 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 	must(t, "qemu-io", "-f", "raw", d.uri(d1.ExportName), "-c", "write -P 0xab 72M 64k")
 	must(t, "qemu-io", "-f", "raw", d.uri(d2.ExportName), "-c", "write -P 0xcd 1M 64k")
 	must(t, "qemu-io", "-f", "raw", d.uri(d2.ExportName), "-c", "read -P 0xcd 1M 64k")
+	// The NBD traffic shows in /metrics, per export.
+	if n := d.metric(t, `strata_nbd_bytes_total{export="`+d2.ExportName+`",op="write"}`); n != 64<<10 {
+		t.Errorf("metrics: %v bytes written to %s, want %d", n, d2.ExportName, 64<<10)
+	}
+	if n := d.metric(t, `strata_nbd_ops_total{export="`+d2.ExportName+`",op="read"}`); n < 1 {
+		t.Errorf("metrics: %v reads of %s", n, d2.ExportName)
+	}
 
 	// A real file into d1's filesystem: copy out, debugfs, copy back.
 	newFile := filepath.Join(work, "newfile.txt")

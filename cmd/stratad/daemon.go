@@ -123,8 +123,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger) (err error) {
 		zap.Duration("took", time.Since(started)))
 
 	d := &daemon{cfg: cfg, log: log, store: store, layers: layers, svc: svc, met: newMetrics()}
-	d.met.reg.MustRegister(newStoreCollector(store.Stats))
-	d.registerOptionalMetrics()
+	d.met.reg.MustRegister(newStoreCollector(store.Stats), newGCWatcher(d.met, store.LastGC))
 
 	serveErr := d.listen()
 	if serveErr == nil {
@@ -196,12 +195,14 @@ func (d *daemon) listen() error {
 			nbdL.Close()
 			return fmt.Errorf("nbd tcp: %w", err)
 		}
+		// Report the bound address (a port of 0 picks a free one).
+		cfg.NBDTCP = tcpL.Addr().String()
 	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.met.reg, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(d.log)}))
 	mux.HandleFunc("/healthz", d.healthz)
-	mux.Handle("/", d.svc.Handler())
+	mux.Handle("/", d.met.instrument(d.svc.Handler()))
 	d.httpSrv = &http.Server{
 		Handler:     mux,
 		ConnContext: api.ConnContext,
@@ -389,9 +390,6 @@ func (n nbdMetrics) Request(export string, op nbd.Op, bytes int64, latency time.
 func (n nbdMetrics) Connection(export string, delta int) {
 	n.m.nbdConns.WithLabelValues(export).Add(float64(delta))
 }
-
-// registerOptionalMetrics adds figures the layer and api packages offer.
-func (d *daemon) registerOptionalMetrics() {}
 
 // groupsOf returns the supplementary groups of uid from the system
 // database, so unixGroup bindings apply on NBD as on the admin socket.

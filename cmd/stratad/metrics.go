@@ -1,6 +1,11 @@
 package main
 
 import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -23,6 +28,10 @@ type metrics struct {
 	gcFreed     prometheus.Counter
 	gcFreedB    prometheus.Counter
 	gcVlogBytes prometheus.Counter
+
+	apiInFlight prometheus.Gauge
+	apiRequests *prometheus.CounterVec
+	apiLatency  *prometheus.HistogramVec
 }
 
 func newMetrics() *metrics {
@@ -63,8 +72,22 @@ func newMetrics() *metrics {
 	m.gcVlogBytes = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "strata", Subsystem: "gc", Name: "vlog_reclaimed_bytes_total", Help: "Bytes Badger's value-log GC gave back to the file system.",
 	})
+	m.apiInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "strata", Subsystem: "api", Name: "requests_in_flight",
+		Help: "Admin API requests being served (uploads and exports stay in flight while they stream).",
+	})
+	m.apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "strata", Subsystem: "api", Name: "requests_total",
+		Help: "Admin API requests answered, by method and HTTP status.",
+	}, []string{"method", "code"})
+	m.apiLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "strata", Subsystem: "api", Name: "request_seconds",
+		Help: "Admin API request duration, by method (an upload's includes the transfer).",
+		// 100 µs .. ~100 s.
+		Buckets: prometheus.ExponentialBuckets(1e-4, 4, 10),
+	}, []string{"method"})
 	m.reg.MustRegister(m.nbdOps, m.nbdBytes, m.nbdLatency, m.nbdErrors, m.nbdConns,
-		m.gcRuns, m.gcFreed, m.gcFreedB, m.gcVlogBytes)
+		m.gcRuns, m.gcFreed, m.gcFreedB, m.gcVlogBytes, m.apiInFlight, m.apiRequests, m.apiLatency)
 	return m
 }
 
@@ -74,6 +97,84 @@ func (m *metrics) observeGC(s storage.GCStats) {
 	m.gcFreed.Add(float64(s.FreedChunks))
 	m.gcFreedB.Add(float64(s.FreedBytes))
 	m.gcVlogBytes.Add(float64(s.VlogReclaimed))
+}
+
+// instrument counts admin API requests around h.
+func (m *metrics) instrument(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		m.apiInFlight.Inc()
+		defer m.apiInFlight.Dec()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		m.apiRequests.WithLabelValues(r.Method, strconv.Itoa(sw.code)).Inc()
+		m.apiLatency.WithLabelValues(r.Method).Observe(time.Since(start).Seconds())
+	})
+}
+
+// statusWriter remembers the status code a handler wrote. Unwrap lets
+// http.ResponseController reach the connection's Flush and deadlines.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush passes through, so streamed exports are not held back.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// gcWatcher moves the background GC's results into the counters at scrape
+// time: storage runs the loop and keeps only its last result, so each new
+// result is added once, recognised by its time.
+type gcWatcher struct {
+	m      *metrics
+	lastGC func() (storage.GCStats, time.Time, error)
+
+	mu   sync.Mutex
+	seen time.Time
+
+	lastRun, lastErr *prometheus.Desc
+}
+
+func newGCWatcher(m *metrics, lastGC func() (storage.GCStats, time.Time, error)) *gcWatcher {
+	return &gcWatcher{m: m, lastGC: lastGC,
+		lastRun: prometheus.NewDesc("strata_gc_last_run_timestamp_seconds", "When the background GC last ran (0: not yet).", nil, nil),
+		lastErr: prometheus.NewDesc("strata_gc_last_run_failed", "1 if the background GC's last run failed.", nil, nil),
+	}
+}
+
+func (g *gcWatcher) Describe(ch chan<- *prometheus.Desc) { ch <- g.lastRun; ch <- g.lastErr }
+
+func (g *gcWatcher) Collect(ch chan<- prometheus.Metric) {
+	st, at, err := g.lastGC()
+	g.mu.Lock()
+	if at.After(g.seen) {
+		g.seen = at
+		if err == nil {
+			g.m.observeGC(st)
+		}
+	}
+	g.mu.Unlock()
+	ts := 0.0
+	if !at.IsZero() {
+		ts = float64(at.UnixNano()) / 1e9
+	}
+	failed := 0.0
+	if err != nil {
+		failed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(g.lastRun, prometheus.GaugeValue, ts)
+	ch <- prometheus.MustNewConstMetric(g.lastErr, prometheus.GaugeValue, failed)
 }
 
 // storeCollector reads storage.Stats at scrape time, so the figures are
@@ -116,14 +217,6 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.referenced, float64(s.ReferencedRaw))
 	ch <- prometheus.MustNewConstMetric(c.corrupt, prometheus.CounterValue, float64(s.CorruptReads))
 	g(c.disk, float64(s.DiskBytes))
-	g(c.dedup, ratio(s.ReferencedRaw, s.RawBytes))
-	g(c.compression, ratio(s.RawBytes, s.StoredBytes))
-}
-
-// ratio is a/b, and 1 for an empty store (nothing shared, nothing shrunk).
-func ratio(a, b int64) float64 {
-	if b <= 0 {
-		return 1
-	}
-	return float64(a) / float64(b)
+	g(c.dedup, s.DedupRatio())
+	g(c.compression, s.CompressionRatio())
 }
