@@ -25,8 +25,17 @@ func newEnv(t testing.TB, chunk int) *env {
 	return e
 }
 
+// storageTxn shortens signatures in tests.
+type storageTxn = storage.Txn
+
 func (e *env) open() {
 	e.t.Helper()
+	if err := e.tryOpen(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) tryOpen() error {
 	o := storage.DefaultOptions()
 	o.ChunkSize = e.chunk
 	o.GCInterval = 0
@@ -34,14 +43,15 @@ func (e *env) open() {
 	o.ValueLogFileSize = 1 << 20
 	s, err := storage.Open(e.dir, o)
 	if err != nil {
-		e.t.Fatal(err)
+		return err
 	}
 	m, err := Open(s, Options{CacheBytes: 8 << 20})
 	if err != nil {
 		s.Close()
-		e.t.Fatal(err)
+		return err
 	}
 	e.store, e.m = s, m
+	return nil
 }
 
 func (e *env) close() {

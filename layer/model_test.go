@@ -106,13 +106,13 @@ func runModel(t *testing.T, chunk int, seed uint64) {
 			}
 		case k < 90:
 			checkExtents(t, d.v, d.data, off, n)
-		case k < 93:
+		case k < 93 && len(snaps) < 24:
 			sid, err := e.m.Snapshot(ctx, d.id)
 			if err != nil {
 				t.Fatal(err)
 			}
 			snaps = append(snaps, &modelSnap{id: sid, data: bytes.Clone(d.data)})
-		default:
+		case k >= 93:
 			if len(snaps) > 0 && len(disks) < 8 {
 				s := snaps[rng.IntN(len(snaps))]
 				newDisk(s.id, s.data, rng.IntN(2) == 0)
