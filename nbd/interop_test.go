@@ -270,13 +270,13 @@ func TestNbdcopyBothWaysWithMultiConn(t *testing.T) {
 			t.Fatalf("nbdcopy --connections=%s export: content differs (%v)", conns, err)
 		}
 		// Import from the file into another export, over N connections.
-		clear(dst.blocks)
+		dst.reset()
 		runPeer(t, "nbdcopy", "--connections="+conns, "--flush", file, ts.uri("dst"))
 		if !bytes.Equal(dst.snapshot(), src.snapshot()) {
 			t.Fatalf("nbdcopy --connections=%s import: content differs", conns)
 		}
 		// Server to server.
-		clear(dst.blocks)
+		dst.reset()
 		runPeer(t, "nbdcopy", "--connections="+conns, ts.uri("src"), ts.uri("dst"))
 		if !bytes.Equal(dst.snapshot(), src.snapshot()) {
 			t.Fatalf("nbdcopy --connections=%s nbd->nbd: content differs", conns)

@@ -143,6 +143,13 @@ func (m *memBackend) Extents(_ context.Context, off, length int64) ([]Extent, er
 	return out, nil
 }
 
+// reset drops all data.
+func (m *memBackend) reset() {
+	m.mu.Lock()
+	clear(m.blocks)
+	m.mu.Unlock()
+}
+
 // snapshot returns the whole content.
 func (m *memBackend) snapshot() []byte {
 	p := make([]byte, m.size)
