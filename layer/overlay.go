@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -304,7 +305,7 @@ func loadOverlay(store *storage.Store, id uint64) (*overlay, error) {
 		o.setRangeLocked(r.start, r.end, r.kind)
 	}
 	byStart := slices.Clone(ranges)
-	slices.SortFunc(byStart, func(a, b rng) int { return int(a.start - b.start) })
+	slices.SortFunc(byStart, func(a, b rng) int { return cmp.Compare(a.start, b.start) })
 	for _, bl := range blocks {
 		newer := false
 		for _, r := range byStart {

@@ -1,0 +1,311 @@
+package layer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"strata/storage"
+)
+
+// TestStackedSnapshots64 takes 64 snapshots in a chain (snapshot, disk from
+// it, write, repeat, alternating pooled and standard disks): the top disk
+// and every snapshot read their exact contents, before and after sealing.
+func TestStackedSnapshots64(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 16<<10)
+	rng := rand.New(rand.NewPCG(64, 64))
+	const size = 1 << 20
+	img := make([]byte, size)
+	fillRand(rng, img[:size/2])
+	model := bytes.Clone(img)
+	id := e.createDisk(e.importBytes(img), size, false)
+	v := e.openDisk(id)
+	type snap struct {
+		id   LayerID
+		data []byte
+	}
+	var snaps []snap
+	for i := 0; i < 64; i++ {
+		sid, err := e.m.Snapshot(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, snap{sid, bytes.Clone(model)})
+		v.Close()
+		id = e.createDisk(sid, size, i%2 == 0)
+		v = e.openDisk(id)
+		for j := 0; j < 3; j++ {
+			off := rng.Int64N(size - 10000)
+			p := make([]byte, 1+rng.IntN(10000))
+			fillRand(rng, p)
+			if err := v.WriteAt(ctx, p, off, false); err != nil {
+				t.Fatal(err)
+			}
+			copy(model[off:], p)
+		}
+	}
+	if got := readAll(t, v); !bytes.Equal(got, model) {
+		t.Fatalf("top disk before seals: %s", firstDiff(got, model))
+	}
+	for _, s := range snaps {
+		if err := e.m.WaitSealed(ctx, s.id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readAll(t, v); !bytes.Equal(got, model) {
+		t.Fatalf("top disk after seals: %s", firstDiff(got, model))
+	}
+	for i, s := range snaps {
+		lv, err := e.m.OpenLayer(s.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, lv); !bytes.Equal(got, s.data) {
+			t.Fatalf("snapshot %d: %s", i, firstDiff(got, s.data))
+		}
+	}
+	if err := e.m.drain(); err != nil {
+		t.Fatal(err)
+	}
+	e.audit()
+}
+
+// TestDeleteEverythingFreesAllChunks builds images, disks and snapshots,
+// deletes them all, and checks the audit is clean, no chunk and no layer
+// record is left after GC, and the store's size on disk falls.
+func TestDeleteEverythingFreesAllChunks(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 16<<10)
+	rng := rand.New(rand.NewPCG(1, 2))
+	const size = 2 << 20
+	img := make([]byte, size)
+	fillRand(rng, img)
+	imgID := e.importBytes(img)
+	pooled := e.createDisk(imgID, size, true)
+	standard := e.createDisk(imgID, size+1<<20, false)
+	empty := e.createDisk(0, size, false)
+	var snaps []LayerID
+	for _, id := range []DiskID{pooled, standard, empty} {
+		v := e.openDisk(id)
+		for j := 0; j < 20; j++ {
+			p := make([]byte, 5000+rng.IntN(30000))
+			fillRand(rng, p)
+			if err := v.WriteAt(ctx, p, rng.Int64N(size-40000), false); err != nil {
+				t.Fatal(err)
+			}
+			if j%7 == 6 {
+				sid, err := e.m.Snapshot(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				snaps = append(snaps, sid)
+			}
+		}
+		if err := v.Trim(ctx, 0, 64<<10, false); err != nil {
+			t.Fatal(err)
+		}
+		v.Close()
+	}
+	// A disk over a snapshot still sealing, and an aborted import.
+	late := e.createDisk(snaps[len(snaps)-1], size+1<<20, false)
+	p, err := e.m.Import(ctx, bytes.NewReader(img[:size/2]), size/2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Abort()
+	for _, s := range snaps {
+		if err := e.m.WaitSealed(ctx, s, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.m.drain(); err != nil {
+		t.Fatal(err)
+	}
+	e.audit()
+	if _, err := e.store.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	full := e.store.Stats()
+	if full.Chunks == 0 {
+		t.Fatal("no chunks stored before the delete")
+	}
+
+	e.update(func(tx *storage.Txn) error {
+		for _, id := range []DiskID{pooled, standard, empty, late} {
+			if err := e.m.DeleteDisk(tx, id); err != nil {
+				return err
+			}
+		}
+		for _, s := range append(snaps, imgID) {
+			if err := e.m.ReleaseLayer(tx, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := e.m.drain(); err != nil {
+		t.Fatal(err)
+	}
+	e.audit()
+	if _, err := e.store.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := e.store.Stats()
+	if st.Chunks != 0 {
+		t.Fatalf("%d chunks left after deleting everything", st.Chunks)
+	}
+	var left []string
+	e.update(func(tx *storage.Txn) error {
+		return tx.Iterate([]byte("layer/"), func(k, _ []byte) error {
+			if !bytes.Equal(k, keyCounter) {
+				left = append(left, string(k[:min(len(k), 10)]))
+			}
+			return nil
+		})
+	})
+	if len(left) > 0 {
+		t.Fatalf("%d layer records left, e.g. %q", len(left), left[0])
+	}
+	if _, err := e.m.LayerInfo(imgID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted image layer: %v", err)
+	}
+}
+
+// TestPooledImageOutlivesItsRecord deletes a pooled image's holder while
+// disks on it live: they read on, and the layer and its chunks go only
+// with the last disk.
+func TestPooledImageOutlivesItsRecord(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 16<<10)
+	rng := rand.New(rand.NewPCG(3, 4))
+	const size = 1 << 20
+	img := make([]byte, size)
+	fillRand(rng, img)
+	imgID := e.importBytes(img)
+	var disks []DiskID
+	for i := 0; i < 3; i++ {
+		disks = append(disks, e.createDisk(imgID, size, true))
+	}
+	e.update(func(tx *storage.Txn) error { return e.m.ReleaseLayer(tx, imgID) })
+	if err := e.m.drain(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.OpenLayer(imgID); err != nil {
+		t.Fatalf("layer with disks on it is gone: %v", err)
+	}
+	for _, id := range disks {
+		v := e.openDisk(id)
+		if got := readAll(t, v); !bytes.Equal(got, img) {
+			t.Fatalf("disk %d: %s", id, firstDiff(got, img))
+		}
+		v.Close()
+	}
+	for i, id := range disks {
+		e.update(func(tx *storage.Txn) error { return e.m.DeleteDisk(tx, id) })
+		if err := e.m.drain(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.m.LayerInfo(imgID)
+		if last := i == len(disks)-1; last != errors.Is(err, ErrNotFound) {
+			t.Fatalf("after deleting %d of %d disks: layer info error %v", i+1, len(disks), err)
+		}
+	}
+	e.audit()
+	if _, err := e.store.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.store.Stats().Chunks; n != 0 {
+		t.Fatalf("%d chunks left", n)
+	}
+}
+
+// TestConcurrentReadersWriters hammers one disk from many goroutines: each
+// writer owns a region and checks its own reads; several writers also
+// write disjoint sub-block pieces of the same blocks (partial writes
+// read-modify-write a block, which must not lose a neighbour's bytes); a
+// snapshot is taken in the middle. Run under -race.
+func TestConcurrentReadersWriters(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 16<<10)
+	const size = 4 << 20
+	img := make([]byte, size)
+	fillRand(rand.New(rand.NewPCG(5, 6)), img)
+	id := e.createDisk(e.importBytes(img), size, true)
+	v := e.openDisk(id)
+	defer v.Close()
+	const workers = 6
+	const region = size / 2 / workers
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*2+1)
+	for w := 0; w < workers; w++ {
+		wg.Add(2)
+		go func() { // region owner
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			model := bytes.Clone(img[w*region : (w+1)*region])
+			for i := 0; i < 150; i++ {
+				off := rng.Int64N(region - 9000)
+				p := make([]byte, 1+rng.IntN(9000))
+				if rng.IntN(3) == 0 {
+					fillRand(rng, p)
+					if err := v.WriteAt(ctx, p, int64(w*region)+off, false); err != nil {
+						errs <- err
+						return
+					}
+					copy(model[off:], p)
+					continue
+				}
+				if err := v.ReadAt(ctx, p, int64(w*region)+off); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(p, model[off:off+int64(len(p))]) {
+					errs <- errors.New("region read mismatch: " + firstDiff(p, model[off:off+int64(len(p))]))
+					return
+				}
+			}
+		}()
+		go func() { // shared blocks: writer w owns bytes [w*100, w*100+100) of each
+			defer wg.Done()
+			for i := 0; i < 60; i++ {
+				b := int64(size/2 + (i%8)*blockSize)
+				p := bytes.Repeat([]byte{byte(w + 1)}, 100)
+				if err := v.WriteAt(ctx, p, b+int64(w*100), false); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := e.m.Snapshot(ctx, id); err != nil {
+			errs <- err
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i := 0; i < 8; i++ {
+		b := int64(size/2 + i*blockSize)
+		got := make([]byte, blockSize)
+		if err := v.ReadAt(ctx, got, b); err != nil {
+			t.Fatal(err)
+		}
+		for w := 0; w < workers; w++ {
+			if !bytes.Equal(got[w*100:w*100+100], bytes.Repeat([]byte{byte(w + 1)}, 100)) {
+				t.Fatalf("shared block %d lost writer %d's bytes", i, w)
+			}
+		}
+		if !bytes.Equal(got[workers*100:], img[b+workers*100:b+blockSize]) {
+			t.Fatalf("shared block %d lost the image's bytes", i)
+		}
+	}
+}
