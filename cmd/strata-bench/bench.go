@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"strata/layer"
@@ -244,6 +245,12 @@ func (b *bench) measure(ctx context.Context, name string, ph phase, round int) (
 		return smp, err
 	}
 	pid := s.p.cmd.Process.Pid
+	if name == serverStrata && b.cfg.CPUProfile != "" {
+		// Start the serve child's profile now (see serve).
+		if err := s.p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+			return smp, err
+		}
+	}
 	cpu0, err := cpuSeconds(pid)
 	if err != nil {
 		return smp, err

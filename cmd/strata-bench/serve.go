@@ -33,7 +33,7 @@ func serveMain(args []string) int {
 	disk := fs.Uint64("disk", 0, "serve this existing disk")
 	base := fs.Uint64("fresh-from", 0, "create a new standard disk over this layer and serve it")
 	size := fs.Int64("disk-size", 0, "size of the new disk (default: the layer's)")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the serving process here")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here, from SIGUSR1 until the end")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -48,16 +48,31 @@ func serve(dir, sock string, diskID layer.DiskID, base layer.LayerID, size int64
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if cpuprofile != "" {
+		// The profile starts on SIGUSR1, which the harness sends when the
+		// measurement starts, so start-up (opening the store) stays out.
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
 		f, err := os.Create(cpuprofile)
 		if err != nil {
 			return err
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			f.Close()
-			return err
-		}
+		started := make(chan struct{})
+		go func() {
+			select {
+			case <-usr1:
+				if pprof.StartCPUProfile(f) == nil {
+					close(started)
+				}
+			case <-ctx.Done():
+			}
+		}()
 		defer func() {
-			pprof.StopCPUProfile()
+			select {
+			case <-started:
+				pprof.StopCPUProfile()
+			default:
+			}
 			err = errors.Join(err, f.Close())
 		}()
 	}
