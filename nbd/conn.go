@@ -218,10 +218,12 @@ func (c *conn) handle(req request, buf *[]byte, held int64) {
 	errno := uint32(0)
 	defer func() {
 		if p := recover(); p != nil {
-			// A backend bug must not take the daemon down with it.
+			// A bug must not take the daemon down with it. The reply
+			// stream may hold half a reply now, so the only safe answer
+			// is a hard disconnect (the spec allows one on server error).
 			c.srv.logf("nbd: panic serving %q: %v", c.export, p)
 			errno = errnoIO
-			c.replyErr(req, errnoIO, "internal error")
+			c.abort()
 		}
 		if buf != nil {
 			putBuf(buf)
@@ -335,11 +337,11 @@ func (c *conn) replySimple(cookie uint64, errno uint32, data []byte) {
 	var h [simpleReplySize]byte
 	putSimple(h[:], errno, cookie)
 	c.lockW()
+	defer c.unlockW() // deferred: a panic must not leave the lock held
 	c.write(h[:])
 	if len(data) > 0 {
 		c.write(data)
 	}
-	c.unlockW()
 }
 
 // replyErr sends an error reply: a structured error chunk when structured
@@ -358,11 +360,11 @@ func (c *conn) replyErr(req request, errno uint32, msg string) {
 	binary.BigEndian.PutUint32(h[20:], errno)
 	binary.BigEndian.PutUint16(h[24:], uint16(len(msg)))
 	c.lockW()
+	defer c.unlockW()
 	c.write(h[:])
 	if c.werr == nil {
 		_, c.werr = c.bw.WriteString(msg)
 	}
-	c.unlockW()
 }
 
 // segment is a piece of a structured read reply.
@@ -378,8 +380,8 @@ func (c *conn) doRead(req request) uint32 {
 			var h [structuredHdrSize]byte
 			putChunk(h[:], replyFlagDone, chunkNone, req.cookie, 0)
 			c.lockW()
+			defer c.unlockW()
 			c.write(h[:])
-			c.unlockW()
 		} else {
 			c.replySimple(req.cookie, 0, nil)
 		}
@@ -424,6 +426,7 @@ func (c *conn) doRead(req request) uint32 {
 	}
 	var h [structuredHdrSize + 12]byte
 	c.lockW()
+	defer c.unlockW()
 	for i, s := range segs {
 		flags := uint16(0)
 		if i == len(segs)-1 {
@@ -441,7 +444,6 @@ func (c *conn) doRead(req request) uint32 {
 			c.write(p[s.off : s.off+s.n])
 		}
 	}
-	c.unlockW()
 	return 0
 }
 
@@ -532,8 +534,8 @@ func (c *conn) doBlockStatus(req request) uint32 {
 	var h [structuredHdrSize]byte
 	putChunk(h[:], replyFlagDone, chunkBlockStatus, req.cookie, uint32(len(payload)))
 	c.lockW()
+	defer c.unlockW()
 	c.write(h[:])
 	c.write(payload)
-	c.unlockW()
 	return 0
 }

@@ -278,3 +278,23 @@ func TestExportNameWithoutNoZeroesSendsPadding(t *testing.T) {
 		t.Fatal(rp.errno)
 	}
 }
+
+// panicBackend panics on reads, standing in for a backend bug.
+type panicBackend struct{ *memBackend }
+
+func (panicBackend) ReadAt(context.Context, []byte, int64) error { panic("backend bug") }
+
+func TestBackendPanicDropsOnlyThatConnection(t *testing.T) {
+	ts := startServer(t, map[string]Backend{"bad": panicBackend{newMem(1 << 20)}, "good": newMem(1 << 20)}, nil)
+	bad := dialRaw(t, "unix", ts.sock)
+	bad.greet(3)
+	bad.goExport("bad", true, false)
+	bad.send(reqBytes(0, cmdRead, 1, 0, 4096, nil))
+	bad.expectClosed()
+	good := dialRaw(t, "unix", ts.sock)
+	good.greet(3)
+	good.goExport("good", true, false)
+	if rp := good.do(0, cmdRead, 0, 4096, nil); rp.errno != 0 {
+		t.Fatalf("errno %d", rp.errno)
+	}
+}
