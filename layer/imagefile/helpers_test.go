@@ -23,10 +23,7 @@ func run(t testing.TB, name string, args ...string) string {
 // patternSize is the raw test disk: not a multiple of any cluster, grain or
 // block size, so every format has a partial last unit.
 func patternSize() int64 {
-	if testing.Short() {
-		return 6<<20 + 3584
-	}
-	return 12<<20 + 3584
+	return 6<<20 + 3584
 }
 
 // pattern builds a disk of 16 KiB pieces of random data, compressible

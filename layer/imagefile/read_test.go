@@ -76,7 +76,7 @@ func TestReadExt4Image(t *testing.T) {
 	writeFile(t, files, "big.bin", pattern(700<<10, 9))
 	writeFile(t, files, "README", []byte("a few files in an ext4 image\n"))
 	rawPath := filepath.Join(dir, "fs.raw")
-	run(t, "mke2fs", "-q", "-F", "-t", "ext4", "-d", files, rawPath, "16M")
+	run(t, "mke2fs", "-q", "-F", "-t", "ext4", "-d", files, rawPath, "8M")
 	src, err := os.ReadFile(rawPath)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +188,7 @@ func checkConcurrentReads(t *testing.T, img Image, data []byte) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(g), 3))
 			buf := make([]byte, 200<<10)
-			for range 40 {
+			for range 20 {
 				off := rng.Int64N(img.Size())
 				n := rng.IntN(len(buf)) + 1
 				got, err := img.ReadAt(buf[:n], off)
