@@ -116,9 +116,10 @@ func (s *Service) addImage(tx *storage.Txn, caller Identity, sp *imageSpec, stat
 	return r, f, nil
 }
 
-// GetImage returns an image the caller can see.
+// GetImage returns an image the caller can see, with its space usage.
 func (s *Service) GetImage(caller Identity, id string) (apitypes.Image, error) {
 	var out apitypes.Image
+	var lid layer.LayerID
 	err := s.view(func(tx *storage.Txn) error {
 		r, err := getImage(tx, id)
 		if err != nil {
@@ -128,11 +129,16 @@ func (s *Service) GetImage(caller Identity, id string) (apitypes.Image, error) {
 		if err != nil {
 			return err
 		}
-		out = r.public()
+		out, lid = r.public(), r.Layer
 		return s.check(caller, permGet, f, r.Bindings, "image", id)
 	})
 	if err != nil {
 		return apitypes.Image{}, toError(err)
+	}
+	if lid != 0 {
+		if info, err := s.layers.LayerInfo(lid); err == nil {
+			out.Usage = &apitypes.Usage{Logical: info.Usage.Logical, Unique: info.Usage.Unique, Shared: info.Usage.Shared}
+		}
 	}
 	return out, nil
 }

@@ -87,8 +87,12 @@ type Image struct {
 	Description string            `json:"description,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Family      string            `json:"family,omitempty"`
-	// StorageSize is the bytes stored for the image after dedup and
-	// compression, counted when it was made.
+	// StorageSize is what making the image cost the store, counted when it
+	// was made: for an upload, the bytes the import stored after dedup and
+	// compression (0 when every chunk was already there); for an image
+	// sealed from a disk, the raw bytes of its allocated chunks; an image
+	// made from another image or a snapshot copies its source's figure.
+	// Usage (on get) has the live accounting.
 	StorageSize int64 `json:"storageSize"`
 	// MinDiskSize is the smallest disk that can be made from the image;
 	// never below VirtualSize.
@@ -111,6 +115,8 @@ type Image struct {
 	SourceFormat string `json:"sourceFormat,omitempty"`
 	// ExportName is the NBD export of the image (read-only).
 	ExportName string `json:"exportName"`
+	// Usage is the layer's space accounting, filled on get.
+	Usage *Usage `json:"usage,omitempty"`
 }
 
 // Disk is a writable volume: an overlay over an image, a snapshot, or

@@ -1,0 +1,78 @@
+package api
+
+import (
+	"context"
+	"testing"
+
+	"strata/api/apitypes"
+	"strata/storage"
+)
+
+// startBlocked starts a background operation that makes a CREATING image
+// and then works until its context ends, as an import does when cancelled.
+func (e *env) startBlocked(folderID string) (apitypes.Operation, string) {
+	e.t.Helper()
+	var imageID string
+	started := make(chan struct{})
+	op, dup, err := e.svc.startAsync(root, "", "blocked import", apitypes.OperationMetadata{},
+		func(tx *storage.Txn, op *opRec) error {
+			r, _, err := e.svc.addImage(tx, root, &imageSpec{folder: folderID, name: "blocked", osType: apitypes.OSLinux}, apitypes.StatusCreating, false)
+			if err != nil {
+				return err
+			}
+			r.OpID, imageID = op.ID, r.ID
+			op.Metadata.FolderID, op.Metadata.ImageID = folderID, r.ID
+			return putJSON(tx, pfxImage+r.ID, r)
+		},
+		func(ctx context.Context, ro *runningOp) (finisher, error) {
+			ro.report("import", 0.25, 1, 4)
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		})
+	if err != nil || dup {
+		e.t.Fatal(err, dup)
+	}
+	<-started
+	return op, imageID
+}
+
+func TestCancelRemovesHalfMadeImage(t *testing.T) {
+	e := newEnv(t, Config{})
+	f := e.folder("f1")
+	op, imageID := e.startBlocked(f.ID)
+	got := must(e.svc.GetOperation(root, op.ID))(t)
+	if got.Done || got.Metadata.Progress != 0.25 || got.Metadata.Phase != "import" || got.Metadata.ImageID != imageID {
+		t.Errorf("running operation %+v", got)
+	}
+	im := must(e.svc.GetImage(root, imageID))(t)
+	if im.Status != apitypes.StatusCreating {
+		t.Errorf("image is %s while its operation runs", im.Status)
+	}
+	_, err := e.svc.DeleteImage(root, "", imageID)
+	wantCode(t, err, apitypes.CodeFailedPrecondition)
+	_, err = e.svc.CancelOperation(dave, op.ID)
+	wantCode(t, err, apitypes.CodePermissionDenied)
+	must(e.svc.CancelOperation(root, op.ID))(t)
+	if c := e.failed(root, op); c != apitypes.CodeCanceled {
+		t.Errorf("cancelled operation ended with %q", c)
+	}
+	_, err = e.svc.GetImage(root, imageID)
+	wantCode(t, err, apitypes.CodeNotFound)
+	// The name is free again.
+	e.upload(root, UploadRequest{FolderID: f.ID, Name: "blocked"}, pattern(4096, 1))
+}
+
+func TestShutdownAbortsRunningOperations(t *testing.T) {
+	e := newEnv(t, Config{})
+	f := e.folder("f1")
+	op, imageID := e.startBlocked(f.ID)
+	e.close() // cancels the work and records the end before returning
+	e.open()
+	got := must(e.svc.GetOperation(root, op.ID))(t)
+	if !got.Done || got.Error == nil || got.Error.Code != apitypes.CodeAborted {
+		t.Fatalf("operation after shutdown: %+v", got)
+	}
+	_, err := e.svc.GetImage(root, imageID)
+	wantCode(t, err, apitypes.CodeNotFound)
+}
