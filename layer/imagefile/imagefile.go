@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Format names a container format.
@@ -109,6 +110,18 @@ func Detect(r io.ReaderAt, size int64) (Format, error) {
 		}
 	}
 	return Raw, nil
+}
+
+// ParseFormat reads a format name as users write it: raw, qcow2, vmdk,
+// vhd or qemu's name for VHD, vpc, in any case. "" stays "" (detect).
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(strings.ToLower(strings.TrimSpace(s))); f {
+	case "", Raw, QCOW2, VMDK, VHD:
+		return f, nil
+	case "vpc":
+		return VHD, nil
+	}
+	return "", fmt.Errorf("%w: unknown image format %q; use raw, qcow2, vmdk or vhd", ErrInvalid, s)
 }
 
 // Open reads the image in the file r of size bytes. claimed is the format

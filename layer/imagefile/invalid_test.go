@@ -119,6 +119,7 @@ func TestRefusesHostileHeaders(t *testing.T) {
 			copy(b, "# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\n")
 		}, "no extents"},
 		{"vmdk-descriptor-huge", sparse, func(b []byte) { le.PutUint64(b[36:], 1<<40) }, "descriptor"},
+		{"vmdk-text-mode-transfer", sparse, func(b []byte) { b[75] = '\n' }, "text-mode"},
 		{"vmdk-compress-algorithm", stream, func(b []byte) { le.PutUint16(b[77:], 2) }, "compression algorithm"},
 		{"vmdk-marker-wrong-sector", stream, func(b []byte) { le.PutUint64(b[vFirstGrain(b):], 999) }, "marker"},
 		{"vmdk-marker-huge", stream, func(b []byte) { le.PutUint32(b[vFirstGrain(b)+8:], 1<<30) }, "compressed bytes"},

@@ -1,6 +1,7 @@
 package imagefile
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -37,6 +38,25 @@ var conversions = []conversion{
 		}},
 	{name: "vmdk-monolithicSparse", format: VMDK, args: []string{"-O", "vmdk", "-o", "subformat=monolithicSparse"}, sparse: true},
 	{name: "vmdk-streamOptimized", format: VMDK, args: []string{"-O", "vmdk", "-o", "subformat=streamOptimized"}, sparse: true},
+	{name: "vmdk-streamOptimized-footer", format: VMDK, args: []string{"-O", "vmdk", "-o", "subformat=streamOptimized"}, sparse: true,
+		// What a streaming writer (VMware's OVA export) leaves: the header
+		// says "grain directory at the end", and a footer (after its
+		// marker, before the end-of-stream marker) has the offset.
+		post: func(t *testing.T, path string) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			footer := append([]byte{}, b[:512]...)
+			marker := make([]byte, 512)
+			binary.LittleEndian.PutUint64(marker, 1)
+			binary.LittleEndian.PutUint32(marker[12:], 3) // footer marker
+			b = append(append(append(b, marker...), footer...), make([]byte, 512)...)
+			binary.LittleEndian.PutUint64(b[56:], vmdkGDAtEnd)
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	{name: "vhd-fixed", format: VHD, args: []string{"-O", "vpc", "-o", "subformat=fixed"}},
 	{name: "vhd-fixed-force-size", format: VHD, args: []string{"-O", "vpc", "-o", "subformat=fixed,force_size=on"}},
 	{name: "vhd-dynamic", format: VHD, args: []string{"-O", "vpc", "-o", "subformat=dynamic"}, sparse: true},

@@ -220,3 +220,15 @@ func openAndReadBytes(b []byte, claimed Format) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// TestParseFormat: the names users type, qemu's "vpc" included.
+func TestParseFormat(t *testing.T) {
+	for in, want := range map[string]Format{"": "", "raw": Raw, "QCOW2": QCOW2, " vmdk": VMDK, "vhd": VHD, "vpc": VHD} {
+		if got, err := ParseFormat(in); err != nil || got != want {
+			t.Errorf("ParseFormat(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := ParseFormat("vhdx"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("ParseFormat(vhdx) = %v, want ErrInvalid", err)
+	}
+}

@@ -14,14 +14,15 @@ import (
 
 // VMDK sparse extent header fields (VMware's "Virtual Disk Format 5.0").
 const (
-	vmdkFlagZeroGrain  = 1 << 2
-	vmdkFlagCompressed = 1 << 16
-	vmdkFlagMarkers    = 1 << 17
-	vmdkGDAtEnd        = ^uint64(0)
-	vmdkCompressDeflat = 1
-	vmdkGTEZero        = 1 // grain table entry for a zeroed grain
-	vmdkMaxDescriptor  = 1 << 20
-	vmdkMarkerLen      = 12 // lba u64 + size u32 before a compressed grain
+	vmdkFlagNewlineTest = 1 << 0
+	vmdkFlagZeroGrain   = 1 << 2
+	vmdkFlagCompressed  = 1 << 16
+	vmdkFlagMarkers     = 1 << 17
+	vmdkGDAtEnd         = ^uint64(0)
+	vmdkCompressDeflat  = 1
+	vmdkGTEZero         = 1 // grain table entry for a zeroed grain
+	vmdkMaxDescriptor   = 1 << 20
+	vmdkMarkerLen       = 12 // lba u64 + size u32 before a compressed grain
 )
 
 type vmdkImage struct {
@@ -78,6 +79,9 @@ func openVMDK(r io.ReaderAt, size int64) (Image, error) {
 	h := parseVMDKHeader(head)
 	if h.version < 1 || h.version > 3 {
 		return nil, fmt.Errorf("%w: VMDK sparse extent version %d is not supported; convert it with qemu-img convert -O vmdk", ErrInvalid, h.version)
+	}
+	if h.flags&vmdkFlagNewlineTest != 0 && string(head[73:77]) != "\n \r\n" {
+		return nil, fmt.Errorf("%w: VMDK header has its line-ending test bytes changed, so the file went through a text-mode transfer and is corrupt; transfer it again in binary mode", ErrInvalid)
 	}
 	// The descriptor tells whether other files are involved: check it
 	// before anything else, since that is the user's fix.
