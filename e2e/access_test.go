@@ -46,6 +46,7 @@ func TestAccessRolesAsOtherUsers(t *testing.T) {
 		out := filepath.Join(work, "read.raw")
 		os.Remove(out)
 		r := run(t, uid, "nbdcopy", d.uri(export), out)
+		d.idle(t, export)
 		if r.code != 0 {
 			return false
 		}
@@ -70,6 +71,7 @@ func TestAccessRolesAsOtherUsers(t *testing.T) {
 	if readsImage(nobody, priv.ExportName) {
 		t.Fatalf("uid %d without roles read %s over NBD", nobody, priv.ExportName)
 	}
+	d.refused(t, priv.ExportName, "unixUser:65534", apitypes.CodePermissionDenied)
 
 	// compute.viewer on the image: metadata only.
 	d.ok(t, -1, nil, "access", "add", "image/"+priv.ID, "--role", apitypes.RoleViewer, "--subject", "unixUser:65534")
@@ -97,11 +99,11 @@ func TestAccessRolesAsOtherUsers(t *testing.T) {
 	d.fails(t, nobody, apitypes.CodePermissionDenied, "access", "add", "image/"+priv.ID,
 		"--role", apitypes.RoleViewer, "--subject", "unixUser:65532")
 	// The disk in its own folder is nobody's to write; a stranger may not.
-	must(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
-		"qemu-io", "-f", "raw", d.uri(disk.ExportName), "-c", "write -P 0x5a 0 4k")
+	d.nbdTool(t, nobody, disk.ExportName, "qemu-io", "-f", "raw", d.uri(disk.ExportName), "-c", "write -P 0x5a 0 4k")
 	if r := run(t, stranger, "qemu-io", "-f", "raw", d.uri(disk.ExportName), "-c", "read 0 4k"); r.code == 0 {
 		t.Fatalf("uid %d without roles opened %s", stranger, disk.ExportName)
 	}
+	d.refused(t, disk.ExportName, "unixUser:65532", apitypes.CodePermissionDenied)
 
 	// A public image: every user may see and read it, nobody but editors
 	// and admins may delete it.
@@ -142,7 +144,7 @@ func TestAccessRolesAsOtherUsers(t *testing.T) {
 	d.ok(t, stranger, nil, "image", "delete", priv.ID)
 	// The disk made from it keeps its data and its writes.
 	out := filepath.Join(work, "mydisk.raw")
-	must(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "nbdcopy", d.uri(disk.ExportName), out)
+	d.nbdTool(t, nobody, disk.ExportName, "nbdcopy", d.uri(disk.ExportName), out)
 	gotDisk, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)

@@ -289,8 +289,19 @@ func (d *daemon) uri(export string) string {
 	return "nbd+unix:///" + export + "?socket=" + d.nbd
 }
 
-// metric reads one unlabelled sample from /metrics on the admin socket.
+// metric reads one sample from /metrics on the admin socket: a name, with
+// its labels as Prometheus prints them (sorted by label name).
 func (d *daemon) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	v, ok := d.sample(t, name)
+	if !ok {
+		t.Fatalf("metric %s not in /metrics", name)
+	}
+	return v
+}
+
+// sample reads one sample; ok is false when it is absent.
+func (d *daemon) sample(t *testing.T, name string) (float64, bool) {
 	t.Helper()
 	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var dd net.Dialer
@@ -311,11 +322,56 @@ func (d *daemon) metric(t *testing.T, name string) float64 {
 			if err != nil {
 				t.Fatalf("metric %s: %v", name, err)
 			}
-			return f
+			return f, true
 		}
 	}
-	t.Fatalf("metric %s not in /metrics:\n%s", name, body)
-	return 0
+	return 0, false
+}
+
+// idle waits until no NBD connection is open on export. The daemon lets
+// one process at a time write a disk and frees the slot only when the
+// connection's handle is closed, which can trail the client's exit; the
+// connection gauge drops after that close.
+func (d *daemon) idle(t *testing.T, export string) {
+	t.Helper()
+	name := `strata_nbd_connections{export="` + export + `"}`
+	deadline := time.Now().Add(time.Minute)
+	for {
+		n, ok := d.sample(t, name)
+		if !ok || n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d NBD connections still open on %s a minute after their clients finished", int(n), export)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// nbdTool runs an NBD client (as root, or as uid >= 0) that uses export and
+// fails the test unless it succeeds; it returns once the daemon has closed
+// the client's connections.
+func (d *daemon) nbdTool(t *testing.T, uid int, export, name string, args ...string) string {
+	t.Helper()
+	r := run(t, uid, name, args...)
+	if r.code != 0 {
+		t.Fatalf("%s %s (uid %d): exit %d\nstdout: %s\nstderr: %s", name, strings.Join(args, " "), uid, r.code, r.stdout, r.stderr)
+	}
+	d.idle(t, export)
+	return r.stdout
+}
+
+// refused requires the daemon's log to show it refused export to peer with
+// the API code, so a test of a refusal cannot pass for another reason.
+func (d *daemon) refused(t *testing.T, export, peer, code string) {
+	t.Helper()
+	for _, line := range strings.Split(d.logText(), "\n") {
+		if strings.Contains(line, `"msg":"export refused"`) && strings.Contains(line, `"export":"`+export+`"`) &&
+			strings.Contains(line, `"peer":"`+peer+`"`) && strings.Contains(line, `"error":"`+code+`:`) {
+			return
+		}
+	}
+	t.Fatalf("no refusal of %s to %s with %s in the daemon log:\n%s", export, peer, code, d.logText())
 }
 
 // fileSum is the hex SHA-256 of a file.

@@ -116,6 +116,7 @@ func TestRestartClientReconnectsToItsExport(t *testing.T) {
 	q.do("flush", "")
 	io.WriteString(q.in, "quit\n")
 	<-q.done
+	d.idle(t, disk.ExportName)
 
 	// A fresh client sees both writes.
 	must(t, "qemu-io", "-r", "-f", "raw", d.uri(disk.ExportName),

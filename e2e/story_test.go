@@ -113,9 +113,9 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 	}
 
 	// qemu-io writes over NBD: d1 past the filesystem, d2 inside it.
-	must(t, "qemu-io", "-f", "raw", d.uri(d1.ExportName), "-c", "write -P 0xab 72M 64k")
-	must(t, "qemu-io", "-f", "raw", d.uri(d2.ExportName), "-c", "write -P 0xcd 1M 64k")
-	must(t, "qemu-io", "-f", "raw", d.uri(d2.ExportName), "-c", "read -P 0xcd 1M 64k")
+	d.nbdTool(t, -1, d1.ExportName, "qemu-io", "-f", "raw", d.uri(d1.ExportName), "-c", "write -P 0xab 72M 64k")
+	d.nbdTool(t, -1, d2.ExportName, "qemu-io", "-f", "raw", d.uri(d2.ExportName), "-c", "write -P 0xcd 1M 64k")
+	d.nbdTool(t, -1, d2.ExportName, "qemu-io", "-f", "raw", d.uri(d2.ExportName), "-c", "read -P 0xcd 1M 64k")
 	// The NBD traffic shows in /metrics, per export.
 	if n := d.metric(t, `strata_nbd_bytes_total{export="`+d2.ExportName+`",op="write"}`); n != 64<<10 {
 		t.Errorf("metrics: %v bytes written to %s, want %d", n, d2.ExportName, 64<<10)
@@ -131,9 +131,9 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm1 := filepath.Join(work, "vm1.raw")
-	must(t, "nbdcopy", d.uri(d1.ExportName), vm1)
+	d.nbdTool(t, -1, d1.ExportName, "nbdcopy", d.uri(d1.ExportName), vm1)
 	must(t, "debugfs", "-w", "-R", "write "+newFile+" /newfile", vm1)
-	must(t, "nbdcopy", vm1, d.uri(d1.ExportName))
+	d.nbdTool(t, -1, d1.ExportName, "nbdcopy", vm1, d.uri(d1.ExportName))
 
 	// Snapshot d1, make an image of it in the family, and a disk from that.
 	var snap apitypes.Snapshot
@@ -154,7 +154,7 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 		t.Helper()
 		out := filepath.Join(work, "check.raw")
 		os.Remove(out)
-		must(t, "nbdcopy", d.uri(export), out)
+		d.nbdTool(t, -1, export, "nbdcopy", d.uri(export), out)
 		must(t, "e2fsck", "-fn", out)
 		if got := must(t, "debugfs", "-R", "cat /newfile", out); got != content {
 			t.Fatalf("/newfile in %s reads %q, want %q", export, got, content)
@@ -162,7 +162,7 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 		if got := must(t, "debugfs", "-R", "cat /hello.txt", out); got != "hello from strata\n" {
 			t.Fatalf("/hello.txt in %s reads %q", export, got)
 		}
-		must(t, "qemu-io", "-r", "-f", "raw", d.uri(export), "-c", "read -P 0xab 72M 64k")
+		d.nbdTool(t, -1, export, "qemu-io", "-r", "-f", "raw", d.uri(export), "-c", "read -P 0xab 72M 64k")
 	}
 	checkVM1Content(t, d, d4.ExportName)
 
@@ -178,7 +178,7 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 		t.Helper()
 		out := filepath.Join(work, "check2.raw")
 		os.Remove(out)
-		must(t, "nbdcopy", d.uri(d2.ExportName), out)
+		d.nbdTool(t, -1, d2.ExportName, "nbdcopy", d.uri(d2.ExportName), out)
 		got, err := os.ReadFile(out)
 		if err != nil {
 			t.Fatal(err)
@@ -187,7 +187,7 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 			t.Fatalf("%s does not read back the image with its qemu-io write", d2.ExportName)
 		}
 		os.Remove(out)
-		must(t, "nbdcopy", d.uri(d3.ExportName), out)
+		d.nbdTool(t, -1, d3.ExportName, "nbdcopy", d.uri(d3.ExportName), out)
 		if sum := fileSum(t, out); sum != rawSum {
 			t.Fatalf("%s (never written) reads sha256 %s, want the image's %s", d3.ExportName, sum, rawSum)
 		}

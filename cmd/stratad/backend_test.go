@@ -86,6 +86,12 @@ func TestPeerIdentity(t *testing.T) {
 		if err != nil || !id.Known || id.UID != uid {
 			t.Errorf("certificate %q: %+v %v", cn, id, err)
 		}
+		// Connections of one certificate holder share a stand-in PID, so
+		// its multi-conn connections count as one writer.
+		again, _ := peerIdentity(nbd.Peer{TLS: true, Certificate: cert(cn)})
+		if id.PID >= 0 || again.PID != id.PID {
+			t.Errorf("certificate %q: stand-in PIDs %d and %d, want equal and negative", cn, id.PID, again.PID)
+		}
 	}
 	for _, p := range []nbd.Peer{{}, {TLS: true}, {TLS: true, Certificate: cert("alice")}} {
 		if id, err := peerIdentity(p); err == nil || id.Known {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/http"
 	"os"
@@ -367,9 +368,24 @@ func peerIdentity(p nbd.Peer) (api.Identity, error) {
 		if err != nil {
 			return api.Identity{}, fmt.Errorf("client certificate %q: %w", cn, errNoIdentity)
 		}
-		return api.Identity{UID: uint32(n), GID: uint32(n), Known: true}, nil
+		return api.Identity{UID: uint32(n), GID: uint32(n), PID: tlsClientID(p), Known: true}, nil
 	}
 	return api.Identity{}, errNoIdentity
+}
+
+// tlsClientID stands in for a process id on TCP, where there is none: the
+// api lets one writer at a time open a disk and recognises the writer's
+// further connections (multi-conn, as nbdcopy and qemu make) by PID. The
+// same certificate from the same host is taken as the same client. The
+// value is negative so it never equals a real process id, and never 0
+// (unknown).
+func tlsClientID(p nbd.Peer) int32 {
+	h := fnv.New32a()
+	h.Write(p.Certificate.Raw)
+	if a, ok := p.Addr.(*net.TCPAddr); ok {
+		h.Write(a.IP)
+	}
+	return -int32(h.Sum32()&0x7fffffff) - 1
 }
 
 // nbdMetrics feeds the nbd server's observations into Prometheus.
