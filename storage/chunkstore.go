@@ -240,7 +240,7 @@ func (s *Store) Put(raw []byte, l *Lease) (ChunkID, error) {
 	}
 	it := putItem{raw: raw, hash: s.hash.sum(raw)}
 	items := []*putItem{&it}
-	if _, err := s.commitPuts(items, l); err != nil {
+	if _, err := s.commitPuts(items, l, nil); err != nil {
 		return 0, err
 	}
 	return it.id, nil
@@ -274,11 +274,11 @@ type putResult struct {
 // transaction, which read the record before our commit, fails; any later
 // GC sees the hold). Concurrent puts of identical content conflict on the
 // hash key the same way, so they end with one id.
-func (s *Store) commitPuts(items []*putItem, l *Lease) (putResult, error) {
+func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate) (putResult, error) {
 	var added []ChunkID
 	for attempt := 0; ; attempt++ {
 		added = added[:0]
-		res, err := s.tryPuts(items, l, &added)
+		res, err := s.tryPuts(items, l, &added, gate)
 		if err == nil {
 			s.chunks.Add(res.newChunks)
 			s.rawBytes.Add(res.rawBytes)
@@ -293,11 +293,11 @@ func (s *Store) commitPuts(items []*putItem, l *Lease) (putResult, error) {
 			// Split: each half is its own transaction. Halves may each
 			// have committed chunks before a later error; those are held
 			// by the lease like any other.
-			a, err := s.commitPuts(items[:len(items)/2], l)
+			a, err := s.commitPuts(items[:len(items)/2], l, gate)
 			if err != nil {
 				return a, err
 			}
-			b, err := s.commitPuts(items[len(items)/2:], l)
+			b, err := s.commitPuts(items[len(items)/2:], l, gate)
 			a.newChunks += b.newChunks
 			a.dedupChunks += b.dedupChunks
 			a.storedBytes += b.storedBytes
@@ -315,7 +315,7 @@ func (s *Store) commitPuts(items []*putItem, l *Lease) (putResult, error) {
 	}
 }
 
-func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID) (putResult, error) {
+func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGate) (putResult, error) {
 	var res putResult
 	tx := s.db.NewTransaction(true)
 	defer tx.Discard()
@@ -401,7 +401,27 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID) (putResult
 			return res, err
 		}
 	}
+	// The commit mostly waits for Badger's single writer goroutine; give
+	// the CPU slot to another import worker meanwhile.
+	gate.leave()
+	defer gate.enter()
 	return res, tx.Commit()
+}
+
+// cpuGate bounds how many import workers compute at once (Options.Workers)
+// while letting more of them wait on commits. A nil gate does nothing.
+type cpuGate chan struct{}
+
+func (g cpuGate) enter() {
+	if g != nil {
+		g <- struct{}{}
+	}
+}
+
+func (g cpuGate) leave() {
+	if g != nil {
+		<-g
+	}
 }
 
 func getRef(tx *badger.Txn, rk []byte) (refRecord, error) {

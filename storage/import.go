@@ -33,7 +33,7 @@ const importBatchBytes = 1 << 20
 // transaction (compressing only chunks that turn out to be new, into a
 // per-worker reusable buffer); the calling goroutine puts the finished
 // batches back in order, calls emit and returns the buffers to the reader.
-// Memory stays at about 2 x Workers batches whatever the image size.
+// Memory stays at about 4 x Workers batches whatever the image size.
 func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(index int64, id ChunkID) error, progress func(bytesRead int64)) (ImportStats, error) {
 	var st ImportStats
 	cs := s.chunkSize
@@ -42,7 +42,10 @@ func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(ind
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	nbuf := 2*workers + 1
+	// Twice as many goroutines as CPU slots: while one waits for its
+	// batch to commit, another hashes and compresses.
+	gate := make(cpuGate, workers)
+	nbuf := 4*workers + 1
 	free := make(chan *importBatch, nbuf)
 	for range nbuf {
 		free <- &importBatch{buf: make([]byte, per*cs)}
@@ -62,23 +65,17 @@ func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(ind
 				return
 			}
 			b.seq, b.lens, b.err = seq, b.lens[:0], nil
-			off := 0
-			eof := false
-			for range per {
-				n, err := io.ReadFull(r, b.buf[off:off+cs])
-				if n > 0 {
-					b.lens = append(b.lens, n)
-					off += n
-				}
-				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					eof = true
-					break
-				}
-				if err != nil {
-					readErr = err
-					cancel(fmt.Errorf("storage: import: read: %w", err))
-					return
-				}
+			// One read per batch, not per chunk: a file or pipe source
+			// then costs one system call per MiB.
+			n, err := io.ReadFull(r, b.buf)
+			for off := 0; off < n; off += cs {
+				b.lens = append(b.lens, min(cs, n-off))
+			}
+			eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+			if err != nil && !eof {
+				readErr = err
+				cancel(fmt.Errorf("storage: import: read: %w", err))
+				return
 			}
 			if len(b.lens) > 0 {
 				select {
@@ -95,14 +92,16 @@ func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(ind
 
 	// Workers.
 	var wg sync.WaitGroup
-	for range workers {
+	for range 2 * workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := &importWorker{s: s}
+			w := &importWorker{s: s, gate: gate}
 			for b := range jobs {
 				if ctx.Err() == nil {
+					gate.enter()
 					b.err = w.run(b, l)
+					gate.leave()
 					if b.err != nil {
 						cancel(b.err)
 					}
@@ -182,6 +181,7 @@ type batchResult struct {
 // (Badger has copied them by the time a commit returns).
 type importWorker struct {
 	s     *Store
+	gate  cpuGate
 	items []putItem
 	ptrs  []*putItem
 	arena []byte
@@ -215,7 +215,7 @@ func (w *importWorker) run(b *importBatch, l *Lease) error {
 		w.ptrs = append(w.ptrs, it)
 	}
 	if len(w.ptrs) > 0 {
-		res, err := w.s.commitPuts(w.ptrs, l)
+		res, err := w.s.commitPuts(w.ptrs, l, w.gate)
 		if err != nil {
 			return fmt.Errorf("storage: import: %w", err)
 		}
