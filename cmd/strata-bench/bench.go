@@ -73,6 +73,10 @@ type bench struct {
 type sample struct {
 	Value float64 `json:"value"`
 	CPU   float64 `json:"cpu_seconds"`
+	// Work is what the CPU seconds bought: requests for IOPS figures,
+	// MB for MB/s figures. CPU/Work compares the servers' efficiency
+	// even when the machine is shared and throughput is noise.
+	Work float64 `json:"work"`
 }
 
 // setup writes the data set, imports it into strata's store and makes the
@@ -264,26 +268,28 @@ func (b *bench) measure(ctx context.Context, name string, ph phase, round int) (
 		}
 		switch {
 		case ph.Unit == "IOPS" && ph.Write:
-			smp.Value = r.WriteIOPS
+			smp.Value, smp.Work = r.WriteIOPS, float64(r.WriteIOs)
 		case ph.Unit == "IOPS":
-			smp.Value = r.ReadIOPS
+			smp.Value, smp.Work = r.ReadIOPS, float64(r.ReadIOs)
 		case ph.Write:
-			smp.Value = r.WriteBW / 1e6
+			smp.Value, smp.Work = r.WriteBW/1e6, float64(r.WriteBytes)/1e6
 		default:
-			smp.Value = r.ReadBW / 1e6
+			smp.Value, smp.Work = r.ReadBW/1e6, float64(r.ReadBytes)/1e6
 		}
 	case kindCopyOut:
 		t := time.Now()
 		if _, err := b.procs.run(ctx, 10*time.Minute, "nbdcopy", s.uri, "null:"); err != nil {
 			return smp, err
 		}
-		smp.Value = float64(b.size) / 1e6 / time.Since(t).Seconds()
+		smp.Work = float64(b.size) / 1e6
+		smp.Value = smp.Work / time.Since(t).Seconds()
 	case kindCopyInto:
 		t := time.Now()
 		if _, err := b.procs.run(ctx, 10*time.Minute, "nbdcopy", "--flush", b.seqSrc, s.uri); err != nil {
 			return smp, err
 		}
-		smp.Value = float64(b.seqSize) / 1e6 / time.Since(t).Seconds()
+		smp.Work = float64(b.seqSize) / 1e6
+		smp.Value = smp.Work / time.Since(t).Seconds()
 	}
 	cpu1, err := cpuSeconds(pid)
 	if err != nil {

@@ -31,8 +31,8 @@ const fioSample = `fio: note: both iodepth >= 1 and synchronous I/O engine selec
     {
       "jobname" : "randread-4096",
       "error" : 0,
-      "read" : { "bw_bytes" : 1000, "iops" : 100.5, "total_ios" : 25 },
-      "write" : { "bw_bytes" : 2000, "iops" : 3.0, "total_ios" : 9 }
+      "read" : { "io_bytes" : 100000, "bw_bytes" : 1000, "iops" : 100.5, "total_ios" : 25 },
+      "write" : { "io_bytes" : 36864, "bw_bytes" : 2000, "iops" : 3.0, "total_ios" : 9 }
     }
   ]
 }
@@ -43,9 +43,11 @@ func TestParseFioSumsJobsAfterLeadingNotes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fioResult{ReadIOPS: 2402.28013 + 100.5, WriteIOPS: 3, ReadBW: 9839739 + 1000, WriteBW: 2000, ReadIOs: 7400, WriteIOs: 9}
+	want := fioResult{ReadIOPS: 2402.28013 + 100.5, WriteIOPS: 3, ReadBW: 9839739 + 1000, WriteBW: 2000, ReadIOs: 7400, WriteIOs: 9,
+		ReadBytes: 9839739 + 100000, WriteBytes: 36864}
 	if math.Abs(r.ReadIOPS-want.ReadIOPS) > 1e-9 || r.WriteIOPS != want.WriteIOPS || r.ReadBW != want.ReadBW ||
-		r.WriteBW != want.WriteBW || r.ReadIOs != want.ReadIOs || r.WriteIOs != want.WriteIOs {
+		r.WriteBW != want.WriteBW || r.ReadIOs != want.ReadIOs || r.WriteIOs != want.WriteIOs ||
+		r.ReadBytes != want.ReadBytes || r.WriteBytes != want.WriteBytes {
 		t.Fatalf("parseFio = %+v, want %+v", r, want)
 	}
 }
@@ -110,10 +112,10 @@ func TestRatioAndVerdict(t *testing.T) {
 		t.Fatal("ratio without samples")
 	}
 	for _, v := range []float64{10, 30, 20} {
-		r.add(serverStrata, sample{Value: v})
+		r.add(serverStrata, sample{Value: v, CPU: v / 10, Work: 100})
 	}
-	r.add(serverQemu, sample{Value: 10})
-	r.add(serverQemu, sample{Value: 20})
+	r.add(serverQemu, sample{Value: 10, CPU: 1, Work: 100})
+	r.add(serverQemu, sample{Value: 20, CPU: 3, Work: 100})
 	got, ok := r.ratio()
 	if !ok || got != 20.0/15 {
 		t.Fatalf("ratio = %v, %v; want %v", got, ok, 20.0/15)
@@ -121,6 +123,15 @@ func TestRatioAndVerdict(t *testing.T) {
 	j := r.json()
 	if j.Met == nil || !*j.Met || j.Strata.Median != 20 || j.Qemu.Median != 15 {
 		t.Fatalf("json = %+v", j)
+	}
+	// CPU per unit of work: strata's median 2/100, qemu-nbd's 2/100.
+	if c, ok := r.costRatio(); !ok || c != 1 {
+		t.Fatalf("costRatio = %v, %v; want 1", c, ok)
+	}
+	r.Qemu[0].Work = 0
+	r.Qemu[1].Work = 0
+	if _, ok := r.costRatio(); ok {
+		t.Fatal("cost ratio without work")
 	}
 }
 

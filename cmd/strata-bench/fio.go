@@ -18,15 +18,17 @@ var errFio = errors.New("fio")
 // fioResult is the part of fio's JSON output the benchmark reads, summed
 // over the jobs.
 type fioResult struct {
-	ReadIOPS, WriteIOPS float64
-	ReadBW, WriteBW     float64 // bytes per second
-	ReadIOs, WriteIOs   int64   // completed requests
+	ReadIOPS, WriteIOPS   float64
+	ReadBW, WriteBW       float64 // bytes per second
+	ReadIOs, WriteIOs     int64   // completed requests
+	ReadBytes, WriteBytes int64   // bytes moved
 }
 
 type fioStats struct {
 	IOPS    float64 `json:"iops"`
 	BWBytes float64 `json:"bw_bytes"`
 	TotalIO int64   `json:"total_ios"`
+	IOBytes int64   `json:"io_bytes"`
 }
 
 type fioJob struct {
@@ -66,6 +68,8 @@ func parseFio(out []byte) (fioResult, error) {
 		r.WriteBW += j.Write.BWBytes
 		r.ReadIOs += j.Read.TotalIO
 		r.WriteIOs += j.Write.TotalIO
+		r.ReadBytes += j.Read.IOBytes
+		r.WriteBytes += j.Write.IOBytes
 	}
 	if r.ReadIOs+r.WriteIOs == 0 {
 		return fioResult{}, fmt.Errorf("%w: no I/O completed", errFio)

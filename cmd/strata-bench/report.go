@@ -55,6 +55,27 @@ func cpus(ss []sample) []float64 {
 	return out
 }
 
+// costs are CPU seconds per unit of work, samples without work left out.
+func costs(ss []sample) []float64 {
+	var out []float64
+	for _, s := range ss {
+		if s.Work > 0 {
+			out = append(out, s.CPU/s.Work)
+		}
+	}
+	return out
+}
+
+// costRatio is strata's median CPU per unit of work over qemu-nbd's:
+// below 1, strata spends less CPU for the same work.
+func (r *phaseResult) costRatio() (float64, bool) {
+	s, q := costs(r.Strata), costs(r.Qemu)
+	if len(s) == 0 || len(q) == 0 || median(q) == 0 {
+		return 0, false
+	}
+	return median(s) / median(q), true
+}
+
 // summary is one server's figures for one phase.
 type summary struct {
 	Median    float64  `json:"median"`
@@ -79,6 +100,8 @@ type jsonPhase struct {
 	Qemu        *summary `json:"qemu_nbd,omitempty"`
 	Ratio       *float64 `json:"ratio,omitempty"`
 	Met         *bool    `json:"target_met,omitempty"`
+	// CPUCostRatio: strata's CPU seconds per unit of work over qemu-nbd's.
+	CPUCostRatio *float64 `json:"cpu_cost_ratio,omitempty"`
 }
 
 func (r *phaseResult) json() jsonPhase {
@@ -87,6 +110,9 @@ func (r *phaseResult) json() jsonPhase {
 	if ratio, ok := r.ratio(); ok {
 		met := ratio >= r.Target
 		j.Ratio, j.Met = &ratio, &met
+	}
+	if c, ok := r.costRatio(); ok {
+		j.CPUCostRatio = &c
 	}
 	return j
 }
@@ -120,7 +146,7 @@ func writeJSON(w io.Writer, rep report) error {
 // writeTable prints the medians side by side.
 func writeTable(w io.Writer, results []phaseResult, rounds int) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "figure (median of %d)\tunit\tstrata\tqemu-nbd\tratio\ttarget\t\tcpu s strata\tcpu s qemu\t\n", rounds)
+	fmt.Fprintf(tw, "figure (median of %d)\tunit\tstrata\tqemu-nbd\tratio\ttarget\t\tcpu s strata\tcpu s qemu\tcpu/work s:q\t\n", rounds)
 	for i := range results {
 		r := &results[i]
 		ratio, verdict := "-", ""
@@ -131,11 +157,21 @@ func writeTable(w io.Writer, results []phaseResult, rounds int) error {
 				verdict = "MISSED"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t>=%.1fx\t%s\t%s\t%s\t\n",
+		cost := "-"
+		if c, ok := r.costRatio(); ok {
+			cost = fmt.Sprintf("%.2fx", c)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t>=%.1fx\t%s\t%s\t%s\t%s\t\n",
 			r.Figure, r.Unit, medianCell(r.Strata, r.Unit), medianCell(r.Qemu, r.Unit),
-			ratio, r.Target, verdict, cpuCell(r.Strata), cpuCell(r.Qemu))
+			ratio, r.Target, verdict, cpuCell(r.Strata), cpuCell(r.Qemu), cost)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, "\nratio: strata / qemu-nbd, medians. cpu s: the server process's CPU seconds during the\n"+
+		"measurement. cpu/work s:q: strata's CPU per request (or per MB) over qemu-nbd's; below 1\n"+
+		"strata is cheaper. On a shared machine the CPU figures are steadier than the throughput.")
+	return err
 }
 
 func medianCell(ss []sample, unit string) string {
