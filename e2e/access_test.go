@@ -25,7 +25,7 @@ func TestAccessRolesAsOtherUsers(t *testing.T) {
 		t.Fatal("this test runs the CLI as other users with setpriv and needs root (make test runs as root)")
 	}
 	work := sharedTempDir(t)
-	d := startDaemon(t, filepath.Join(work, "data"))
+	d := startDaemon(t, filepath.Join(work, "data"), "--allow-windows-import")
 
 	// A small image with recognisable content.
 	content := bytes.Repeat([]byte("strata access test block\n"), 4*mib/25+1)[:4*mib]
@@ -37,7 +37,11 @@ func TestAccessRolesAsOtherUsers(t *testing.T) {
 	d.ok(t, -1, nil, "folder", "create", "mine")
 	var priv, pub apitypes.Image
 	d.ok(t, -1, &priv, "image", "import", file, "--folder", "shared", "--name", "private")
-	d.ok(t, -1, &pub, "image", "import", file, "--folder", "shared", "--name", "public")
+	// This daemon allows Windows uploads; the public image is one.
+	d.ok(t, -1, &pub, "image", "import", file, "--folder", "shared", "--name", "public", "--os-type", "windows")
+	if pub.OS.Type != apitypes.OSWindows {
+		t.Fatalf("--os-type windows imported as %q", pub.OS.Type)
+	}
 	// nobody edits its own folder "mine".
 	d.ok(t, -1, nil, "access", "add", "folder/mine", "--role", apitypes.RoleEditor, "--subject", "unixUser:65534")
 

@@ -148,6 +148,22 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 	if latest.ID != fromSnap.ID {
 		t.Fatalf("latestByFamily returned %s (%s), want the image from the snapshot %s", latest.ID, latest.Name, fromSnap.ID)
 	}
+	// Export the new image as raw and qcow2; both hold its content.
+	exRaw, exQcow := filepath.Join(work, "export.raw"), filepath.Join(work, "export.qcow2")
+	d.ok(t, -1, nil, "image", "export", fromSnap.ID, exRaw)
+	d.ok(t, -1, nil, "image", "export", fromSnap.ID, exQcow, "--format", "qcow2")
+	if sum := fileSum(t, exRaw); !strings.HasSuffix(fromSnap.Checksum, sum) {
+		t.Fatalf("raw export sha256 %s, image checksum %s", sum, fromSnap.Checksum)
+	}
+	must(t, "qemu-img", "check", "-f", "qcow2", exQcow)
+	must(t, "qemu-img", "compare", "-f", "raw", "-F", "qcow2", exRaw, exQcow)
+	snapQcow := filepath.Join(work, "snap.qcow2")
+	d.ok(t, -1, nil, "snapshot", "export", snap.ID, snapQcow, "--format", "qcow2")
+	must(t, "qemu-img", "compare", "-f", "raw", "-F", "qcow2", exRaw, snapQcow)
+
+	// Windows images come from disks, not uploads, unless the daemon allows it.
+	d.fails(t, -1, apitypes.CodeFailedPrecondition, "image", "import", raw, "--folder", "story", "--name", "win", "--os-type", "windows")
+
 	var d4 apitypes.Disk
 	d.ok(t, -1, &d4, "disk", "create", "--folder", "story", "--image", fromSnap.ID, "--name", "vm4")
 	checkVM1Content := func(t *testing.T, d *daemon, export string) {
