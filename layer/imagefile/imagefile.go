@@ -159,9 +159,35 @@ type rawImage struct {
 	size int64
 }
 
+// foreignMagic names container formats strata does not read, so that one
+// is refused rather than stored as if it were a raw disk.
+var foreignMagic = []struct {
+	at    int64
+	magic string
+	name  string
+}{
+	{0, "vhdxfile", "VHDX"},
+	{64, "\x7f\x10\xda\xbe", "VDI (VirtualBox)"},
+	{0, "QED\x00", "QED"},
+	{0, "WithoutFreeSpace", "Parallels"},
+	{0, "WithouFreSpacExt", "Parallels"},
+}
+
 func openRaw(r io.ReaderAt, size int64) (Image, error) {
 	if size > MaxVirtualSize {
 		return nil, fmt.Errorf("%w: raw image of %d bytes is larger than the %d byte limit", ErrInvalid, size, int64(MaxVirtualSize))
+	}
+	for _, m := range foreignMagic {
+		b := make([]byte, len(m.magic))
+		if m.at+int64(len(b)) > size {
+			continue
+		}
+		if _, err := r.ReadAt(b, m.at); err != nil {
+			return nil, fmt.Errorf("imagefile: reading the file header: %w", err)
+		}
+		if string(b) == m.magic {
+			return nil, fmt.Errorf("%w: the file is a %s image, which strata does not read; convert it with qemu-img convert -O qcow2 and upload that", ErrInvalid, m.name)
+		}
 	}
 	return &rawImage{r: r, size: size}, nil
 }

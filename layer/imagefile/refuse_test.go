@@ -232,3 +232,20 @@ func TestParseFormat(t *testing.T) {
 		t.Errorf("ParseFormat(vhdx) = %v, want ErrInvalid", err)
 	}
 }
+
+// TestRefusesForeignContainers: formats strata does not read are refused,
+// not stored as raw disks (their container bytes would be chunked).
+func TestRefusesForeignContainers(t *testing.T) {
+	for _, f := range []string{"vhdx", "vdi", "qed", "parallels"} {
+		t.Run(f, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "x."+f)
+			run(t, "qemu-img", "create", "-f", f, p, "1M")
+			for _, claimed := range []Format{"", Raw} {
+				_, err := openFile(t, p, claimed)
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "qemu-img convert") {
+					t.Errorf("claimed %q: %v, want ErrInvalid with a fix", claimed, err)
+				}
+			}
+		})
+	}
+}
