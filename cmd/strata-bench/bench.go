@@ -67,6 +67,7 @@ type bench struct {
 	readDisk                        layer.DiskID
 	imported                        importResult
 	dropCaches                      bool
+	chunkSize                       int // the store's, once imported
 }
 
 // sample is one measurement of one server in one phase.
@@ -105,12 +106,15 @@ func (b *bench) setup(ctx context.Context) error {
 
 	if b.cfg.runs(serverStrata) {
 		t = time.Now()
-		b.img, b.readDisk, b.imported, err = importDataSet(ctx, b.storeDir, b.raw)
+		b.img, b.readDisk, b.imported, err = importDataSet(ctx, b.storeDir, b.raw, b.cfg.ChunkSize)
 		if err != nil {
 			return fmt.Errorf("strata import: %w", err)
 		}
-		fmt.Fprintf(b.log, "strata import: %.1fs (%.0f MB/s), layer %d, read disk %d\n",
-			time.Since(t).Seconds(), float64(b.size)/1e6/b.imported.Seconds, b.img, b.readDisk)
+		b.chunkSize = b.imported.ChunkSize
+		st := b.imported.Store
+		fmt.Fprintf(b.log, "strata import: %.1fs (%.0f MB/s), %s chunks: %d stored, %s raw in %s (%.2fx); layer %d, read disk %d\n",
+			time.Since(t).Seconds(), float64(b.size)/1e6/b.imported.Seconds, fmtBytes(int64(b.chunkSize)),
+			st.Chunks, fmtBytes(st.RawBytes), fmtBytes(st.StoredBytes), st.CompressionRatio(), b.img, b.readDisk)
 	}
 	if b.cfg.runs(serverQemu) {
 		if err := b.qcow2Overlay(ctx, b.qemuRead); err != nil {

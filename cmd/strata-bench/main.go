@@ -37,6 +37,7 @@ import (
 type config struct {
 	Size       int64
 	SeqSize    int64
+	ChunkSize  int
 	WorkDir    string
 	Keep       bool
 	Rounds     int
@@ -57,6 +58,7 @@ func (c config) runs(server string) bool { return slices.Contains(c.Servers, ser
 // configJSON is the config as --json reports it.
 type configJSON struct {
 	Size       int64    `json:"size_bytes"`
+	ChunkSize  int      `json:"chunk_size"`
 	SeqSize    int64    `json:"seq_write_bytes"`
 	Rounds     int      `json:"rounds"`
 	Runtime    string   `json:"runtime"`
@@ -87,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	c := config{}
 	size := fs.String("size", "4G", "data set size (K, M, G suffixes are binary)")
 	seqSize := fs.String("seq-write-size", "", "bytes written in the sequential write phase (default: a quarter of --size)")
+	chunk := fs.String("chunk-size", "", "strata store chunk size, 4K to 64K (default: the store's default)")
 	fs.StringVar(&c.WorkDir, "workdir", "/var/tmp", "where to make the run's temporary directory")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory (data set, store, logs, fio output)")
 	fs.IntVar(&c.Rounds, "rounds", 3, "rounds; medians are reported")
@@ -113,6 +116,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.Size < 16<<20 {
 		return c, fmt.Errorf("%w: --size must be at least 16M", errUsage)
+	}
+	if *chunk != "" {
+		n, err := parseSize(*chunk)
+		if err != nil || n < 4<<10 || n > 64<<10 || n&(n-1) != 0 {
+			return c, fmt.Errorf("%w: --chunk-size must be a power of two from 4K to 64K", errUsage)
+		}
+		c.ChunkSize = int(n)
 	}
 	c.SeqSize = c.Size / 4
 	if *seqSize != "" {
@@ -244,7 +254,7 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err er
 	}
 	if cfg.JSON {
 		rep := report{
-			Config: configJSON{Size: cfg.Size, SeqSize: cfg.SeqSize, Rounds: cfg.Rounds,
+			Config: configJSON{Size: cfg.Size, ChunkSize: b.chunkSize, SeqSize: cfg.SeqSize, Rounds: cfg.Rounds,
 				Runtime: cfg.Runtime.String(), IODepth: cfg.IODepth, Pause: cfg.Pause.String(),
 				Seed: cfg.Seed, Servers: cfg.Servers, DropCaches: b.dropCaches},
 			Seconds: time.Since(start).Seconds(),
@@ -257,8 +267,8 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err er
 		}
 		return writeJSON(stdout, rep)
 	}
-	fmt.Fprintf(stdout, "\nstrata vs qemu-nbd: %s data set (seed %d), %d rounds, fio %v at qd %d, seq write %s, drop_caches %v, %.0fs\n\n",
-		fmtBytes(cfg.Size), cfg.Seed, cfg.Rounds, cfg.Runtime, cfg.IODepth, fmtBytes(cfg.SeqSize), b.dropCaches,
+	fmt.Fprintf(stdout, "\nstrata vs qemu-nbd: %s data set (seed %d), strata chunks %s, %d rounds, fio %v at qd %d, seq write %s, drop_caches %v, %.0fs\n\n",
+		fmtBytes(cfg.Size), cfg.Seed, fmtBytes(int64(b.chunkSize)), cfg.Rounds, cfg.Runtime, cfg.IODepth, fmtBytes(cfg.SeqSize), b.dropCaches,
 		time.Since(start).Seconds())
 	return writeTable(stdout, results, cfg.Rounds)
 }

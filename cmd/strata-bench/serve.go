@@ -235,7 +235,7 @@ func nbdErr(err error) error {
 // as a layer (with the one holder an image record would be), and a disk
 // over it for the read phases. It runs in the harness process, before any
 // server starts, and closes the store so the serve children can open it.
-func importDataSet(ctx context.Context, storeDir, raw string) (img layer.LayerID, readDisk layer.DiskID, st importResult, err error) {
+func importDataSet(ctx context.Context, storeDir, raw string, chunkSize int) (img layer.LayerID, readDisk layer.DiskID, st importResult, err error) {
 	f, err := os.Open(raw)
 	if err != nil {
 		return 0, 0, st, err
@@ -245,7 +245,11 @@ func importDataSet(ctx context.Context, storeDir, raw string) (img layer.LayerID
 	if err != nil {
 		return 0, 0, st, err
 	}
-	store, err := storage.Open(storeDir, storage.DefaultOptions())
+	opts := storage.DefaultOptions()
+	if chunkSize != 0 {
+		opts.ChunkSize = chunkSize
+	}
+	store, err := storage.Open(storeDir, opts)
 	if err != nil {
 		return 0, 0, st, err
 	}
@@ -276,14 +280,15 @@ func importDataSet(ctx context.Context, storeDir, raw string) (img layer.LayerID
 	}
 	st.Seconds = time.Since(start).Seconds()
 	st.Bytes = fi.Size()
-	ss := store.Stats()
-	st.StoreStats = fmt.Sprintf("%+v", ss)
+	st.ChunkSize = store.ChunkSize()
+	st.Store = store.Stats()
 	return img, readDisk, st, nil
 }
 
 // importResult is what the import of the data set cost.
 type importResult struct {
-	Bytes      int64   `json:"bytes"`
-	Seconds    float64 `json:"seconds"`
-	StoreStats string  `json:"store_stats"`
+	Bytes     int64         `json:"bytes"`
+	ChunkSize int           `json:"chunk_size"`
+	Seconds   float64       `json:"seconds"`
+	Store     storage.Stats `json:"store"`
 }
