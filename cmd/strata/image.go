@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -233,6 +234,7 @@ func (a *app) upload(ctx context.Context, path string, q url.Values) error {
 			progressbar.OptionShowBytes(true),
 			progressbar.OptionShowCount(),
 			progressbar.OptionClearOnFinish(),
+			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionSetPredictTime(true),
 		)
 		body = io.TeeReader(f, bar)
@@ -413,6 +415,7 @@ func (a *app) export(ctx context.Context, path, format, file string) error {
 			progressbar.OptionShowBytes(true),
 			progressbar.OptionShowCount(),
 			progressbar.OptionClearOnFinish(),
+			progressbar.OptionThrottle(100*time.Millisecond),
 		)
 		defer bar.Close()
 		w = io.MultiWriter(tmp, bar)

@@ -44,6 +44,7 @@ func (a *app) wait(ctx context.Context, op apitypes.Operation, label string) (ap
 			progressbar.OptionShowElapsedTimeOnFinish(),
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionClearOnFinish(),
+			progressbar.OptionThrottle(100*time.Millisecond),
 		)
 		defer bar.Close()
 	}
