@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -93,8 +95,16 @@ func (f *flatBackend) Extents(_ context.Context, off, length int64) ([]Extent, e
 // request path: parse, dispatch, backend copy, reply, batching.
 func benchPipelined(b *testing.B, typ uint16, size int, qd int) {
 	const export = 256 << 20
-	ts := startServer(b, map[string]Backend{"d": newFlat(export)}, nil)
-	rc := dialRaw(b, "unix", ts.sock)
+	sock := filepath.Join(b.TempDir(), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var writes atomic.Int64
+	srv := &Server{Exports: &mapExports{m: map[string]Backend{"d": newFlat(export)}}}
+	go srv.Serve(countingListener{l, &writes})
+	defer srv.Close()
+	rc := dialRaw(b, "unix", sock)
 	rc.greet(3)
 	rc.goExport("d", false, false)
 	payload := pattern(7, size)
@@ -103,6 +113,7 @@ func benchPipelined(b *testing.B, typ uint16, size int, qd int) {
 	var hdr [simpleReplySize]byte
 	data := make([]byte, size)
 	b.SetBytes(int64(size))
+	writes.Store(0)
 	b.ResetTimer()
 	sent, done := 0, 0
 	for done < b.N {
@@ -129,6 +140,32 @@ func benchPipelined(b *testing.B, typ uint16, size int, qd int) {
 		}
 		done++
 	}
+	// Write syscalls per reply: below 1 means replies were batched.
+	b.ReportMetric(float64(writes.Load())/float64(b.N), "writes/reply")
+}
+
+// countingListener counts the server's write calls on accepted connections.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{c, l.n}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
 }
 
 func BenchmarkRead4KQD32(b *testing.B)  { benchPipelined(b, cmdRead, 4<<10, 32) }

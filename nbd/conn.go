@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,9 +48,11 @@ type conn struct {
 	sess   session
 	flags  uint16
 
-	wmu     sync.Mutex
-	waiting atomic.Int32 // goroutines waiting for wmu: the last one flushes
-	werr    error        // guarded by wmu
+	wmu       sync.Mutex
+	waiting   atomic.Int32 // goroutines waiting for wmu: the last one flushes
+	busy      atomic.Int32 // requests dispatched and not yet answered
+	werr      error        // guarded by wmu
+	needFlush bool         // guarded by wmu: replies sit in bw
 
 	slots    chan struct{}
 	budget   *byteBudget
@@ -180,6 +183,7 @@ func (c *conn) transmit() {
 		}
 		c.slots <- struct{}{}
 		c.inflight.Add(1)
+		c.busy.Add(1)
 		go c.handle(req, buf, held)
 	}
 	c.inflight.Wait()
@@ -232,6 +236,7 @@ func (c *conn) handle(req request, buf *[]byte, held int64) {
 		if m != nil {
 			m.Request(c.export, opFor(req.typ), int64(req.length), time.Since(start), errno)
 		}
+		c.busy.Add(-1)
 		<-c.slots
 		c.inflight.Done()
 	}()
@@ -300,9 +305,24 @@ func (c *conn) lockW() {
 	c.waiting.Add(-1)
 }
 
+// Waiters alone do not batch on few cores: goroutines there run one after
+// another, so each would find nobody waiting and flush its own reply. So a
+// writer that knows other requests are being served yields once before
+// flushing, letting the runnable ones add their replies first; whoever
+// flushes takes all of them. A slow request delays nobody: every writer
+// flushes after at most one yield.
 func (c *conn) unlockW() {
 	if c.werr == nil && c.waiting.Load() == 0 {
-		c.werr = c.bw.Flush()
+		c.needFlush = true
+		if c.busy.Load() > 1 {
+			c.wmu.Unlock()
+			runtime.Gosched()
+			c.wmu.Lock()
+		}
+		if c.needFlush && c.werr == nil && c.waiting.Load() == 0 {
+			c.werr = c.bw.Flush()
+			c.needFlush = false
+		}
 	}
 	failed := c.werr != nil
 	c.wmu.Unlock()
