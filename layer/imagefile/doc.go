@@ -25,8 +25,10 @@
 //     a VMDK descriptor with extents elsewhere, a VHD differencing disk) is
 //     refused with ErrUnsafe; one that is truncated, inconsistent or an
 //     unsupported variant with ErrInvalid; a claimed format that is not the
-//     detected one with ErrFormatMismatch. Errors are sentences that say
-//     what to do, wrapped around those values.
+//     detected one with ErrFormatMismatch. A container strata does not
+//     read (VHDX, VDI, QED, Parallels) is ErrInvalid, never taken for a
+//     raw disk. Errors are sentences that say what to do, wrapped around
+//     those values.
 //   - Image is an io.ReaderAt over the logical disk, safe for concurrent
 //     use, plus Extents, a best-effort map of which runs are zeros so the
 //     importer can skip them. Data found corrupt while reading (a
