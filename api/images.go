@@ -377,8 +377,7 @@ func (s *Service) imageFromDisk(ctx context.Context, caller Identity, key string
 		return apitypes.Operation{}, toError(err)
 	}
 	if dup {
-		op, _, err := s.startAsync(caller, key, "", apitypes.OperationMetadata{}, nil, nil)
-		return op, err
+		return s.idemOp(caller, key)
 	}
 	lid, err := s.layers.Snapshot(ctx, src.diskID)
 	if err != nil {

@@ -169,6 +169,20 @@ func TestIdempotencyKey(t *testing.T) {
 	if up2.ID != up1.ID || !up2.Done {
 		t.Errorf("retried upload: %+v, want done operation %s", up2, up1.ID)
 	}
+	// Snapshots and images from disks too: one snapshot per key.
+	sd := e.disk(root, apitypes.CreateDiskRequest{FolderID: f.ID, Size: 8192})
+	s1 := must(e.svc.CreateSnapshot(context.Background(), root, "snap", apitypes.CreateSnapshotRequest{DiskID: sd.ID}))(t)
+	s2 := must(e.svc.CreateSnapshot(context.Background(), root, "snap", apitypes.CreateSnapshotRequest{DiskID: sd.ID}))(t)
+	i1 := must(e.svc.CreateImage(context.Background(), root, "img", apitypes.CreateImageRequest{FolderID: f.ID, DiskID: sd.ID}))(t)
+	i2 := must(e.svc.CreateImage(context.Background(), root, "img", apitypes.CreateImageRequest{FolderID: f.ID, DiskID: sd.ID}))(t)
+	if s1.ID != s2.ID || i1.ID != i2.ID {
+		t.Errorf("retried snapshot %s/%s, image from disk %s/%s", s1.ID, s2.ID, i1.ID, i2.ID)
+	}
+	e.done(root, s1)
+	e.done(root, i1)
+	if n := len(must(e.svc.ListSnapshots(root, f.ID, 0, "", ""))(t).Snapshots); n != 1 {
+		t.Errorf("%d snapshots after a retried create, want 1", n)
+	}
 	// A failed request stores nothing under its key: the retry runs.
 	_, err := e.svc.CreateDisk(root, "key-2", apitypes.CreateDiskRequest{FolderID: f.ID, Size: 8192, Name: "d"})
 	wantCode(t, err, apitypes.CodeAlreadyExists)

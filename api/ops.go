@@ -99,6 +99,23 @@ func lookupIdem(tx *storage.Txn, caller Identity, key string) (*opRec, error) {
 	return op, nil
 }
 
+// idemOp returns the operation an earlier request with key made.
+func (s *Service) idemOp(caller Identity, key string) (apitypes.Operation, error) {
+	var prev *opRec
+	err := s.view(func(tx *storage.Txn) error {
+		var err error
+		prev, err = lookupIdem(tx, caller, key)
+		return err
+	})
+	if err == nil && prev == nil {
+		err = errf(apitypes.CodeAborted, "the earlier request with this Idempotency-Key vanished; retry")
+	}
+	if err != nil {
+		return apitypes.Operation{}, toError(err)
+	}
+	return s.live(prev), nil
+}
+
 func newOpRec(tx *storage.Txn, caller Identity, desc string, meta apitypes.OperationMetadata) (*opRec, error) {
 	seq, err := nextSeq(tx)
 	if err != nil {

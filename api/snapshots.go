@@ -135,8 +135,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, caller Identity, key strin
 		return apitypes.Operation{}, toError(err)
 	}
 	if dup {
-		op, _, err := s.startAsync(caller, key, "", apitypes.OperationMetadata{}, nil, nil)
-		return op, err
+		return s.idemOp(caller, key)
 	}
 	lid, err := s.layers.Snapshot(ctx, d.DiskID)
 	if err != nil {

@@ -60,6 +60,14 @@
 // retry with the same key by the same caller returns the first Operation
 // instead of doing the work again.
 //
+// Rights (roles bound on the folder or the resource; each includes the
+// ones before it): compute.viewer gets and lists; compute.images.user also
+// uses images and snapshots as sources and reads their data (:export,
+// read-only NBD); compute.editor also creates, updates and deletes, and
+// writes disks over NBD; compute.admin also changes access bindings.
+// Creating and deleting folders and setting quotas is for daemon admins
+// (root, the daemon's user, configured admins) only.
+//
 // Folder parameters (folderId in queries and bodies) accept a folder's id or
 // its name; folder names are unique across the daemon.
 //
