@@ -65,7 +65,9 @@ const (
 // counts in sectors.
 //
 // Data clusters are written first, in order, then the tables, then the
-// header at offset 0: one pass over src and one seek back.
+// header at offset 0: one pass over src and one seek back. w is written
+// from offset 0 and should be empty (a new file): bytes past the end of
+// the image are not truncated.
 func WriteQCOW2(w io.WriteSeeker, src io.ReaderAt, size int64, extents []Extent) error {
 	if size < 0 || size > MaxVirtualSize {
 		return fmt.Errorf("imagefile: cannot export a disk of %d bytes as qcow2 (limit %d)", size, int64(MaxVirtualSize))
