@@ -93,6 +93,9 @@ func lookupIdem(tx *storage.Txn, caller Identity, key string) (*opRec, error) {
 		return nil, err
 	}
 	op, err := getOp(tx, string(id))
+	if isNotFound(err) {
+		return nil, nil // the operation was pruned: the key no longer holds
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -358,20 +361,46 @@ func isNotFound(err error) bool {
 	return errors.As(err, &e) && e.Code == apitypes.CodeNotFound || errors.Is(err, storage.ErrNotFound)
 }
 
+// operationRetention is how long finished operations are kept: long
+// enough for any retry with an Idempotency-Key and for an admin to look
+// back, short enough that the catalog does not grow without bound.
+const operationRetention = 30 * 24 * time.Hour
+
 // recover marks every operation a previous run left unfinished as ABORTED
-// and removes what it half-made.
+// and removes what it half-made, and prunes finished operations older
+// than operationRetention.
 func (s *Service) recover() error {
-	var ids []string
+	var ids, old []string
+	cutoff := time.Now().Add(-operationRetention)
 	err := s.view(func(tx *storage.Txn) error {
 		return iterJSON(tx, pfxOp, func(op *opRec) error {
-			if !op.Done {
+			switch {
+			case !op.Done:
 				ids = append(ids, op.ID)
+			case op.ModifiedAt.Before(cutoff):
+				old = append(old, op.ID)
 			}
 			return nil
 		})
 	})
 	if err != nil {
 		return err
+	}
+	// Pruning in modest batches keeps each transaction small.
+	for len(old) > 0 {
+		n := min(len(old), 1000)
+		batch := old[:n]
+		old = old[n:]
+		if err := s.update(func(tx *storage.Txn) error {
+			for _, id := range batch {
+				if err := del(tx, pfxOp+id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
 	}
 	for _, id := range ids {
 		err := s.update(func(tx *storage.Txn) error {
@@ -394,6 +423,14 @@ func (s *Service) recover() error {
 		s.log.Info("aborted an operation left unfinished by the last run", zap.String("operation", id))
 	}
 	return nil
+}
+
+// OperationsInFlight is the number of operations running in the
+// background now (for the daemon's metrics).
+func (s *Service) OperationsInFlight() int {
+	s.opsMu.Lock()
+	defer s.opsMu.Unlock()
+	return len(s.running)
 }
 
 // GetOperation returns an operation the caller made, or one in a folder

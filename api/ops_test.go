@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"testing"
+	"time"
 
 	"strata/api/apitypes"
 	"strata/storage"
@@ -41,6 +42,9 @@ func TestCancelRemovesHalfMadeImage(t *testing.T) {
 	e := newEnv(t, Config{})
 	f := e.folder("f1")
 	op, imageID := e.startBlocked(f.ID)
+	if n := e.svc.OperationsInFlight(); n != 1 {
+		t.Errorf("%d operations in flight, want 1", n)
+	}
 	got := must(e.svc.GetOperation(root, op.ID))(t)
 	if got.Done || got.Metadata.Progress != 0.25 || got.Metadata.Phase != "import" || got.Metadata.ImageID != imageID {
 		t.Errorf("running operation %+v", got)
@@ -75,4 +79,32 @@ func TestShutdownAbortsRunningOperations(t *testing.T) {
 	}
 	_, err := e.svc.GetImage(root, imageID)
 	wantCode(t, err, apitypes.CodeNotFound)
+}
+
+func TestOldOperationsArePrunedAtStart(t *testing.T) {
+	e := newEnv(t, Config{})
+	f := e.folder("f1")
+	op := must(e.svc.CreateDisk(root, "key", apitypes.CreateDiskRequest{FolderID: f.ID, Size: 4096}))(t)
+	recent := must(e.svc.CreateDisk(root, "", apitypes.CreateDiskRequest{FolderID: f.ID, Size: 4096}))(t)
+	// Age the first operation past the retention.
+	if err := e.store.Update(func(tx *storage.Txn) error {
+		r, err := getOp(tx, op.ID)
+		if err != nil {
+			return err
+		}
+		r.ModifiedAt = r.ModifiedAt.Add(-operationRetention - time.Hour)
+		return putJSON(tx, pfxOp+op.ID, r)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	e.open()
+	_, err := e.svc.GetOperation(root, op.ID)
+	wantCode(t, err, apitypes.CodeNotFound)
+	must(e.svc.GetOperation(root, recent.ID))(t)
+	// Its Idempotency-Key no longer holds: the same request runs again.
+	again := must(e.svc.CreateDisk(root, "key", apitypes.CreateDiskRequest{FolderID: f.ID, Size: 4096}))(t)
+	if again.ID == op.ID {
+		t.Error("a pruned operation was returned")
+	}
 }
