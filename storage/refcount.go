@@ -35,14 +35,17 @@ func (t *Txn) AddRef(id ChunkID, delta int64) error {
 		if err := t.tx.Delete(zeroKey(rr.zeroSince, id)); err != nil {
 			return wrapSetErr(err)
 		}
+		t.writes++
 		rr.zeroSince = 0
 	case rr.count > 0 && n == 0:
 		rr.zeroSince = time.Now().UnixNano()
 		if err := t.tx.Set(zeroKey(rr.zeroSince, id), nil); err != nil {
 			return wrapSetErr(err)
 		}
+		t.writes++
 	}
 	rr.count = n
+	t.writes++
 	if err := t.tx.Set(rk, rr.marshal()); err != nil {
 		return wrapSetErr(err)
 	}

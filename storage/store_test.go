@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -670,5 +672,85 @@ func TestGCRacingAddRefNeverFreesReferenced(t *testing.T) {
 	}
 	if got := s.Stats().Chunks; got != int64(live) {
 		t.Fatalf("after final GC %d chunks, %d referenced", got, live)
+	}
+}
+
+func TestInMemoryStore(t *testing.T) {
+	o := testOptions()
+	o.InMemory = true
+	s, err := Open("", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	raw := textChunk(rand.New(rand.NewPCG(23, 24)), 4096)
+	l := s.NewLease()
+	id, err := s.Put(raw, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(id, nil); err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("Get: %v", err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	st, err := s.GC(context.Background())
+	if err != nil || st.FreedChunks != 1 {
+		t.Fatalf("GC in memory: %+v %v", st, err)
+	}
+}
+
+func TestBackgroundGCLoop(t *testing.T) {
+	o := testOptions()
+	o.GCInterval = time.Millisecond
+	s := openTest(t, o)
+	if _, err := s.Put(textChunk(rand.New(rand.NewPCG(25, 26)), 4096), nil); err != nil {
+		t.Fatal(err)
+	}
+	// Wait (bounded by the test timeout, not by a sleep) until the loop has
+	// collected the unreferenced chunk.
+	for {
+		st, at, err := s.LastGC()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !at.IsZero() && s.Stats().Chunks == 0 {
+			t.Logf("loop freed it: %+v", st)
+			break
+		}
+		runtime.Gosched()
+	}
+}
+
+func TestTxnTooBigIsReportedAndWritesCounted(t *testing.T) {
+	s := openTest(t, testOptions())
+	max := s.MaxTxnWrites()
+	if max < 1000 {
+		t.Fatalf("MaxTxnWrites = %d", max)
+	}
+	var writes int
+	err := s.Update(func(tx *Txn) error {
+		for i := range max {
+			if err := tx.Set(fmt.Appendf(nil, "k%08d", i), []byte("v")); err != nil {
+				return err
+			}
+		}
+		writes = tx.Writes()
+		return nil
+	})
+	if err != nil || writes != max {
+		t.Fatalf("MaxTxnWrites small writes: %v (writes %d)", err, writes)
+	}
+	err = s.Update(func(tx *Txn) error {
+		for i := 0; ; i++ {
+			if err := tx.Set(fmt.Appendf(nil, "k%08d", i), []byte("v")); err != nil {
+				return err
+			}
+		}
+	})
+	if !errors.Is(err, ErrTxnTooBig) {
+		t.Fatalf("oversized transaction: %v, want ErrTxnTooBig", err)
 	}
 }

@@ -15,7 +15,19 @@ type Txn struct {
 	s      *Store
 	tx     *badger.Txn
 	refRaw int64 // ReferencedRaw change, applied to Stats on commit
+	writes int   // entries staged so far, for Writes
 }
+
+// Writes is the number of entries this transaction has staged (each Set
+// and Delete is one; AddRef is one or two). Compare with MaxTxnWrites to
+// split long work into steps before Badger refuses it with ErrTxnTooBig.
+func (t *Txn) Writes() int { return t.writes }
+
+// MaxTxnWrites is a safe upper bound on Txn.Writes for one transaction of
+// small entries: about half what Badger accepts (which depends on its
+// memtable size: 52,428 entries and 5 MB with the store's options), so
+// values of a few hundred bytes still fit.
+func (s *Store) MaxTxnWrites() int { return int(s.db.MaxBatchCount() / 2) }
 
 // Update runs fn in a read-write transaction and commits it if fn returns
 // nil. A transaction too large for Badger returns an error wrapping
@@ -80,11 +92,13 @@ func (t *Txn) Get(key []byte) ([]byte, error) {
 // Set stores key=val. Both are copied, so the caller may reuse them.
 func (t *Txn) Set(key, val []byte) error {
 	v := append([]byte(nil), val...)
+	t.writes++
 	return wrapSetErr(t.tx.Set(metaKey(key), v))
 }
 
 // Delete removes key.
 func (t *Txn) Delete(key []byte) error {
+	t.writes++
 	return wrapSetErr(t.tx.Delete(metaKey(key)))
 }
 
