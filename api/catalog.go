@@ -26,7 +26,8 @@ const (
 	pfxSnap       = "api/s/"
 	pfxSnapName   = "api/sn/"
 	pfxOp         = "api/o/" // api/o/<id> -> opRec
-	pfxIdem       = "api/k/" // api/k/<subject>/<key> -> op id
+	pfxIdem       = "api/k/" // api/k/<uid>/<key hash> -> op id
+	pfxUsage      = "api/u/" // api/u/<folder> -> quota usage counters
 	keySeq        = "api/seq"
 )
 

@@ -144,6 +144,9 @@ func (s *Service) CreateDisk(caller Identity, key string, req apitypes.CreateDis
 		if err := claimName(tx, pfxDiskName, "disk", f.ID, r.Name, r.ID); err != nil {
 			return nil, err
 		}
+		if err := addUsage(tx, f.ID, map[string]int64{apitypes.QuotaDisksCount: 1}); err != nil {
+			return nil, err
+		}
 		var base = src.layerOrZero()
 		if r.DiskID, err = s.layers.CreateDisk(tx, base, size, r.Pooled); err != nil {
 			return nil, err
@@ -232,6 +235,9 @@ func (s *Service) DeleteDisk(caller Identity, key, id string) (apitypes.Operatio
 			return nil, err
 		}
 		if err := releaseName(tx, pfxDiskName, f.ID, r.Name); err != nil {
+			return nil, err
+		}
+		if err := addUsage(tx, f.ID, map[string]int64{apitypes.QuotaDisksCount: -1}); err != nil {
 			return nil, err
 		}
 		return nil, del(tx, pfxDisk+id)

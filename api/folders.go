@@ -111,6 +111,9 @@ func (s *Service) DeleteFolder(caller Identity, key, folder string) (apitypes.Op
 		if err := del(tx, pfxFolderName+f.Name); err != nil {
 			return nil, err
 		}
+		if err := del(tx, pfxUsage+f.ID); err != nil {
+			return nil, err
+		}
 		return nil, del(tx, pfxFolder+f.ID)
 	})
 }

@@ -113,6 +113,10 @@ func (s *Service) addImage(tx *storage.Txn, caller Identity, sp *imageSpec, stat
 	if err := claimName(tx, pfxImageName, "image", f.ID, r.Name, r.ID); err != nil {
 		return nil, nil, err
 	}
+	// The caller stores r in this transaction or fails it.
+	if err := addUsage(tx, f.ID, imageUsage(&r.Image, 1)); err != nil {
+		return nil, nil, err
+	}
 	return r, f, nil
 }
 
@@ -506,6 +510,9 @@ func (s *Service) DeleteImage(caller Identity, key, id string) (apitypes.Operati
 			}
 		}
 		if err := releaseName(tx, pfxImageName, f.ID, r.Name); err != nil {
+			return nil, err
+		}
+		if err := addUsage(tx, f.ID, imageUsage(&r.Image, -1)); err != nil {
 			return nil, err
 		}
 		return nil, del(tx, pfxImage+id)

@@ -328,6 +328,9 @@ func (s *Service) cleanupHalfMade(tx *storage.Txn, op *opRec) error {
 			if err := releaseName(tx, pfxImageName, im.FolderID, im.Name); err != nil {
 				return err
 			}
+			if err := addUsage(tx, im.FolderID, imageUsage(&im.Image, -1)); err != nil {
+				return err
+			}
 			if err := del(tx, pfxImage+id); err != nil {
 				return err
 			}
@@ -344,6 +347,9 @@ func (s *Service) cleanupHalfMade(tx *storage.Txn, op *opRec) error {
 				}
 			}
 			if err := releaseName(tx, pfxSnapName, sn.FolderID, sn.Name); err != nil {
+				return err
+			}
+			if err := addUsage(tx, sn.FolderID, map[string]int64{apitypes.QuotaSnapshotsCount: -1}); err != nil {
 				return err
 			}
 			if err := del(tx, pfxSnap+id); err != nil {
@@ -422,7 +428,7 @@ func (s *Service) recover() error {
 		}
 		s.log.Info("aborted an operation left unfinished by the last run", zap.String("operation", id))
 	}
-	return nil
+	return s.countUsage()
 }
 
 // OperationsInFlight is the number of operations running in the

@@ -108,3 +108,45 @@ func TestOldOperationsArePrunedAtStart(t *testing.T) {
 		t.Error("a pruned operation was returned")
 	}
 }
+
+// TestUsageCountersMatchARecount changes a folder in every way that moves
+// its quota usage, then checks the kept counters against expected figures
+// and against the recount a restart makes.
+func TestUsageCountersMatchARecount(t *testing.T) {
+	e := newEnv(t, Config{DefaultQuotas: map[string]int64{apitypes.QuotaDiskPoolsCount: 5}})
+	ctx := context.Background()
+	f := e.folder("f1")
+	im := e.upload(root, UploadRequest{FolderID: f.ID, Pooled: true}, pattern(8192, 1))
+	cp := resp[apitypes.Image](t, must(e.svc.CreateImage(ctx, root, "", apitypes.CreateImageRequest{FolderID: f.ID, ImageID: im.ID}))(t))
+	d := e.disk(root, apitypes.CreateDiskRequest{FolderID: f.ID, ImageID: im.ID})
+	d2 := e.disk(root, apitypes.CreateDiskRequest{FolderID: f.ID, Size: 16384})
+	sn := resp[apitypes.Snapshot](t, e.done(root, must(e.svc.CreateSnapshot(ctx, root, "", apitypes.CreateSnapshotRequest{DiskID: d.ID}))(t)))
+	e.done(root, must(e.svc.CreateSnapshot(ctx, root, "", apitypes.CreateSnapshotRequest{DiskID: d2.ID}))(t))
+	fromDisk := resp[apitypes.Image](t, e.done(root, must(e.svc.CreateImage(ctx, root, "", apitypes.CreateImageRequest{FolderID: f.ID, DiskID: d2.ID}))(t)))
+	must(e.svc.DeleteImage(root, "", cp.ID))(t)
+	must(e.svc.DeleteDisk(root, "", d.ID))(t)
+	must(e.svc.DeleteSnapshot(root, "", sn.ID))(t)
+	op, _ := e.startBlocked(f.ID)
+	must(e.svc.CancelOperation(root, op.ID))(t)
+	e.failed(root, op)
+
+	want := map[string]int64{
+		apitypes.QuotaImagesCount:    2, // im, fromDisk
+		apitypes.QuotaImagesSize:     8192 + fromDisk.VirtualSize,
+		apitypes.QuotaDiskPoolsCount: 1,
+		apitypes.QuotaDisksCount:     1,
+		apitypes.QuotaSnapshotsCount: 1,
+	}
+	check := func(when string) {
+		q := must(e.svc.GetQuotas(root, f.ID))(t)
+		for name, n := range want {
+			if got := quotaOf(q, name).Usage; got != n {
+				t.Errorf("%s: %s usage %d, want %d", when, name, got, n)
+			}
+		}
+	}
+	check("kept counters")
+	e.close()
+	e.open()
+	check("after the recount at start")
+}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -22,38 +23,99 @@ func (s *Service) limit(f *folderRec, name string) int64 {
 	return DefaultQuotas()[name]
 }
 
-// usage counts what a folder holds, CREATING resources included.
+// Usage is kept as counters per folder (key api/u/<folder>), changed in
+// the transaction that adds or removes a resource, so a creation costs the
+// same however many resources the store holds. New recounts them from the
+// records at start (countUsage), which also heals any drift.
+
+// usage returns what a folder holds, CREATING resources included.
 func usage(tx *storage.Txn, folderID string) (map[string]int64, error) {
 	u := make(map[string]int64, len(quotaNames))
-	err := iterJSON(tx, pfxImage, func(im *imageRec) error {
-		if im.FolderID == folderID {
-			u[apitypes.QuotaImagesCount]++
-			u[apitypes.QuotaImagesSize] += im.VirtualSize
-			if im.Pooled {
-				u[apitypes.QuotaDiskPoolsCount]++
+	err := getJSON(tx, pfxUsage+folderID, &u)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	return u, nil
+}
+
+// addUsage changes a folder's counters by delta.
+func addUsage(tx *storage.Txn, folderID string, delta map[string]int64) error {
+	u, err := usage(tx, folderID)
+	if err != nil {
+		return err
+	}
+	for k, v := range delta {
+		u[k] = max(u[k]+v, 0)
+	}
+	return putJSON(tx, pfxUsage+folderID, u)
+}
+
+// imageUsage is what an image counts against its folder's quotas.
+func imageUsage(im *apitypes.Image, sign int64) map[string]int64 {
+	d := map[string]int64{apitypes.QuotaImagesCount: sign, apitypes.QuotaImagesSize: sign * im.VirtualSize}
+	if im.Pooled {
+		d[apitypes.QuotaDiskPoolsCount] = sign
+	}
+	return d
+}
+
+// countUsage recounts every folder's usage from the records and rewrites
+// the counters.
+func (s *Service) countUsage() error {
+	all := map[string]map[string]int64{}
+	add := func(folder string, d map[string]int64) {
+		u := all[folder]
+		if u == nil {
+			u = map[string]int64{}
+			all[folder] = u
+		}
+		for k, v := range d {
+			u[k] += v
+		}
+	}
+	var stale []string
+	err := s.view(func(tx *storage.Txn) error {
+		if err := iterJSON(tx, pfxFolder, func(f *folderRec) error { add(f.ID, nil); return nil }); err != nil {
+			return err
+		}
+		if err := iterJSON(tx, pfxImage, func(im *imageRec) error { add(im.FolderID, imageUsage(&im.Image, 1)); return nil }); err != nil {
+			return err
+		}
+		if err := iterJSON(tx, pfxDisk, func(d *diskRec) error {
+			add(d.FolderID, map[string]int64{apitypes.QuotaDisksCount: 1})
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := iterJSON(tx, pfxSnap, func(sn *snapRec) error {
+			add(sn.FolderID, map[string]int64{apitypes.QuotaSnapshotsCount: 1})
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Iterate([]byte(pfxUsage), func(k, _ []byte) error {
+			if id := string(k[len(pfxUsage):]); all[id] == nil {
+				stale = append(stale, id)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return s.update(func(tx *storage.Txn) error {
+		for id, u := range all {
+			if err := putJSON(tx, pfxUsage+id, u); err != nil {
+				return err
+			}
+		}
+		for _, id := range stale {
+			if err := del(tx, pfxUsage+id); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	err = iterJSON(tx, pfxDisk, func(d *diskRec) error {
-		if d.FolderID == folderID {
-			u[apitypes.QuotaDisksCount]++
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = iterJSON(tx, pfxSnap, func(sn *snapRec) error {
-		if sn.FolderID == folderID {
-			u[apitypes.QuotaSnapshotsCount]++
-		}
-		return nil
-	})
-	return u, err
 }
 
 // checkQuota refuses adding add[name] to the folder's usage when that

@@ -118,6 +118,9 @@ func (s *Service) CreateSnapshot(ctx context.Context, caller Identity, key strin
 			return nil, nil, err
 		}
 		r.ID, r.CreatedAt = newID(idSnap), time.Now().UTC()
+		if err := addUsage(tx, f.ID, map[string]int64{apitypes.QuotaSnapshotsCount: 1}); err != nil {
+			return nil, nil, err
+		}
 		return r, d, claimName(tx, pfxSnapName, "snapshot", f.ID, r.Name, r.ID)
 	}
 	var d *diskRec
@@ -243,6 +246,9 @@ func (s *Service) DeleteSnapshot(caller Identity, key, id string) (apitypes.Oper
 			return nil, err
 		}
 		if err := releaseName(tx, pfxSnapName, f.ID, r.Name); err != nil {
+			return nil, err
+		}
+		if err := addUsage(tx, f.ID, map[string]int64{apitypes.QuotaSnapshotsCount: -1}); err != nil {
 			return nil, err
 		}
 		return nil, del(tx, pfxSnap+id)
