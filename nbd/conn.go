@@ -53,6 +53,7 @@ type conn struct {
 	busy      atomic.Int32 // requests dispatched and not yet answered
 	werr      error        // guarded by wmu
 	needFlush bool         // guarded by wmu: replies sit in bw
+	hdr       [32]byte     // guarded by wmu: reply header scratch (a stack one escapes)
 
 	jobs     chan job // to the workers; buffered, so the reader runs ahead
 	idle     atomic.Int32
@@ -382,11 +383,11 @@ func putChunk(h []byte, flags, typ uint16, cookie uint64, length uint32) {
 
 // replySimple sends a simple reply, with data for a successful read.
 func (c *conn) replySimple(cookie uint64, errno uint32, data []byte) {
-	var h [simpleReplySize]byte
-	putSimple(h[:], errno, cookie)
 	c.lockW()
 	defer c.unlockW() // deferred: a panic must not leave the lock held
-	c.write(h[:])
+	h := c.hdr[:simpleReplySize]
+	putSimple(h, errno, cookie)
+	c.write(h)
 	if len(data) > 0 {
 		c.write(data)
 	}
@@ -403,13 +404,13 @@ func (c *conn) replyErr(req request, errno uint32, msg string) {
 	if len(msg) > 4096 {
 		msg = msg[:4096]
 	}
-	var h [structuredHdrSize + 6]byte
-	putChunk(h[:], replyFlagDone, chunkError, req.cookie, uint32(6+len(msg)))
-	binary.BigEndian.PutUint32(h[20:], errno)
-	binary.BigEndian.PutUint16(h[24:], uint16(len(msg)))
 	c.lockW()
 	defer c.unlockW()
-	c.write(h[:])
+	h := c.hdr[:structuredHdrSize+6]
+	putChunk(h, replyFlagDone, chunkError, req.cookie, uint32(6+len(msg)))
+	binary.BigEndian.PutUint32(h[20:], errno)
+	binary.BigEndian.PutUint16(h[24:], uint16(len(msg)))
+	c.write(h)
 	if c.werr == nil {
 		_, c.werr = c.bw.WriteString(msg)
 	}
@@ -425,11 +426,11 @@ func (c *conn) doRead(req request) uint32 {
 	n := int(req.length)
 	if n == 0 {
 		if c.sess.structured {
-			var h [structuredHdrSize]byte
-			putChunk(h[:], replyFlagDone, chunkNone, req.cookie, 0)
 			c.lockW()
 			defer c.unlockW()
-			c.write(h[:])
+			h := c.hdr[:structuredHdrSize]
+			putChunk(h, replyFlagDone, chunkNone, req.cookie, 0)
+			c.write(h)
 		} else {
 			c.replySimple(req.cookie, 0, nil)
 		}
@@ -472,21 +473,21 @@ func (c *conn) doRead(req request) uint32 {
 	if len(segs) == 0 {
 		segs = append(segs, segment{0, n, false})
 	}
-	var h [structuredHdrSize + 12]byte
 	c.lockW()
 	defer c.unlockW()
+	h := c.hdr[:structuredHdrSize+12]
 	for i, s := range segs {
 		flags := uint16(0)
 		if i == len(segs)-1 {
 			flags = replyFlagDone
 		}
 		if s.hole {
-			putChunk(h[:], flags, chunkOffsetHole, req.cookie, 12)
+			putChunk(h, flags, chunkOffsetHole, req.cookie, 12)
 			binary.BigEndian.PutUint64(h[20:], req.offset+uint64(s.off))
 			binary.BigEndian.PutUint32(h[28:], uint32(s.n))
 			c.write(h[:32])
 		} else {
-			putChunk(h[:], flags, chunkOffsetData, req.cookie, uint32(8+s.n))
+			putChunk(h, flags, chunkOffsetData, req.cookie, uint32(8+s.n))
 			binary.BigEndian.PutUint64(h[20:], req.offset+uint64(s.off))
 			c.write(h[:28])
 			c.write(p[s.off : s.off+s.n])
@@ -579,11 +580,11 @@ func (c *conn) doBlockStatus(req request) uint32 {
 		payload = binary.BigEndian.AppendUint32(payload, uint32(n))
 		payload = binary.BigEndian.AppendUint32(payload, 0)
 	}
-	var h [structuredHdrSize]byte
-	putChunk(h[:], replyFlagDone, chunkBlockStatus, req.cookie, uint32(len(payload)))
 	c.lockW()
 	defer c.unlockW()
-	c.write(h[:])
+	h := c.hdr[:structuredHdrSize]
+	putChunk(h, replyFlagDone, chunkBlockStatus, req.cookie, uint32(len(payload)))
+	c.write(h)
 	c.write(payload)
 	return 0
 }

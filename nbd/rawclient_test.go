@@ -18,6 +18,8 @@ type rawClient struct {
 	c  net.Conn
 	br *bufio.Reader
 	bw *bufio.Writer
+
+	scratch []byte
 }
 
 func dialRaw(t testing.TB, network, addr string) *rawClient {
@@ -178,19 +180,22 @@ func (r *rawClient) goExport(name string, structured, meta bool) (int64, uint16)
 }
 
 func reqBytes(flags, typ uint16, cookie, off uint64, length uint32, payload []byte) []byte {
-	b := binary.BigEndian.AppendUint32(nil, magicRequest)
+	return append(appendReq(nil, flags, typ, cookie, off, length), payload...)
+}
+
+func appendReq(b []byte, flags, typ uint16, cookie, off uint64, length uint32) []byte {
+	b = binary.BigEndian.AppendUint32(b, magicRequest)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, cookie)
 	b = binary.BigEndian.AppendUint64(b, off)
-	b = binary.BigEndian.AppendUint32(b, length)
-	return append(b, payload...)
+	return binary.BigEndian.AppendUint32(b, length)
 }
 
 // queue buffers a request without flushing (for pipelining).
 func (r *rawClient) queue(flags, typ uint16, cookie, off uint64, length uint32, payload []byte) {
-	var h [requestHeaderSize]byte
-	r.bw.Write(reqBytes(flags, typ, cookie, off, length, h[:0:0]))
+	r.scratch = appendReq(r.scratch[:0], flags, typ, cookie, off, length)
+	r.bw.Write(r.scratch)
 	r.bw.Write(payload)
 }
 
