@@ -215,9 +215,6 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// ExportFormat names the file format of an export.
-type ExportFormat = string
-
 // WriteExport writes the content of an image or snapshot (kind "images"
 // or "snapshots") to w as a raw or qcow2 file and returns its length
 // first through size (called before any byte is written, so an HTTP
