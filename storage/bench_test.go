@@ -116,3 +116,78 @@ func BenchmarkGet(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPut measures single-chunk Puts of new 4 KiB chunks (one
+// transaction each) against PutMany batches of 256.
+func BenchmarkPut(b *testing.B) {
+	data := benchData()[:64<<20]
+	for _, batch := range []int{1, 256} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			o := DefaultOptions()
+			o.GCInterval = 0
+			s, err := Open(b.TempDir(), o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			l := s.NewLease()
+			defer l.Release()
+			cs := s.ChunkSize()
+			n := len(data) / cs
+			b.SetBytes(int64(cs))
+			b.ResetTimer()
+			raws := make([][]byte, 0, batch)
+			for i := range b.N {
+				raws = append(raws, data[(i%n)*cs:(i%n+1)*cs])
+				if len(raws) == batch || i == b.N-1 {
+					if _, err := s.PutMany(raws, l); err != nil {
+						b.Fatal(err)
+					}
+					raws = raws[:0]
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAddRef measures Update transactions that each change the
+// counts of 64 chunks, as a layer map commit does.
+func BenchmarkAddRef(b *testing.B) {
+	o := DefaultOptions()
+	o.GCInterval = 0
+	s, err := Open(b.TempDir(), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	l := s.NewLease()
+	defer l.Release()
+	var ids []ChunkID
+	if _, err := s.Import(context.Background(), bytes.NewReader(benchData()[:32<<20]), l, func(_ int64, id ChunkID) error {
+		if id != ZeroChunk {
+			ids = append(ids, id)
+		}
+		return nil
+	}, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		delta := int64(1)
+		if i%2 == 1 {
+			delta = -1 // back to zero: exercises the GC queue too
+		}
+		err := s.Update(func(tx *Txn) error {
+			for k := range 64 {
+				if err := tx.AddRef(ids[(i/2*64+k)%len(ids)], delta); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*64)/b.Elapsed().Seconds(), "refs/s")
+}

@@ -754,3 +754,28 @@ func TestTxnTooBigIsReportedAndWritesCounted(t *testing.T) {
 		t.Fatalf("oversized transaction: %v, want ErrTxnTooBig", err)
 	}
 }
+
+func TestPutManyMatchesPut(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(27, 28))
+	a, b := textChunk(rng, 4096), randomChunk(rng, 4096)
+	raws := [][]byte{a, make([]byte, 4096), b, a, textChunk(rng, 100)}
+	l := s.NewLease()
+	defer l.Release()
+	ids, err := s.PutMany(raws, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids[1] != ZeroChunk || ids[0] != ids[3] || ids[0] == ids[2] || ids[4] == ZeroChunk {
+		t.Fatalf("ids %v", ids)
+	}
+	for i, raw := range raws {
+		id, err := s.Put(raw, l)
+		if err != nil || id != ids[i] {
+			t.Fatalf("Put of chunk %d = %d (%v), PutMany gave %d", i, id, err, ids[i])
+		}
+	}
+	if got := s.Stats().Chunks; got != 3 {
+		t.Fatalf("Chunks = %d, want 3", got)
+	}
+}
