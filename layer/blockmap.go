@@ -28,11 +28,15 @@ const (
 )
 
 // leaf is one decoded leaf page, shared read-only by every layer whose map
-// contains it (by page id).
+// contains it (by page id). The entries are their own allocation of exactly
+// 8 KiB (a Go size class), so a loaded map costs 8 bytes a chunk plus 16
+// bytes a leaf and 8 bytes a leaf slot.
 type leaf struct {
 	pid uint64
-	ids [fanout]storage.ChunkID
+	ids *[fanout]storage.ChunkID
 }
+
+func newLeaf() *leaf { return &leaf{ids: new([fanout]storage.ChunkID)} }
 
 // blockMap is a sealed layer's complete map in memory: 8 bytes per entry of
 // each non-hole leaf, nothing for hole leaves, plus one pointer per 1024
@@ -107,7 +111,8 @@ func (m *Manager) loadLeaf(tx *storage.Txn, pid uint64) (*leaf, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer: leaf page %d: %w", pid, err)
 	}
-	l := &leaf{pid: pid}
+	l := newLeaf()
+	l.pid = pid
 	var ids [fanout]uint64
 	if err := decodeIDs(b, ids[:]); err != nil {
 		return nil, err

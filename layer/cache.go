@@ -3,6 +3,7 @@ package layer
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"strata/storage"
 )
@@ -13,8 +14,9 @@ import (
 // misses on one id read the store once. Eviction is CLOCK per shard: cheap
 // on the hit path (one flag store), close enough to LRU for boot storms.
 type chunkCache struct {
-	store  *storage.Store
-	shards [cacheShards]cacheShard
+	store        *storage.Store
+	shards       [cacheShards]cacheShard
+	hits, misses atomic.Int64
 }
 
 const cacheShards = 16
@@ -59,6 +61,7 @@ func (c *chunkCache) get(id storage.ChunkID) ([]byte, error) {
 	if e, ok := s.m[id]; ok {
 		e.ref = true
 		s.mu.Unlock()
+		c.hits.Add(1)
 		return e.data, nil
 	}
 	if f, ok := s.inflight[id]; ok {
@@ -66,6 +69,7 @@ func (c *chunkCache) get(id storage.ChunkID) ([]byte, error) {
 		<-f.done
 		return f.data, f.err
 	}
+	c.misses.Add(1)
 	f := &flight{done: make(chan struct{})}
 	s.inflight[id] = f
 	s.mu.Unlock()

@@ -536,7 +536,7 @@ func (d *disk) zeroLocked(off, end, a0, a1, head, tail int64, kind uint8) error 
 	var stale []int64
 	ov.imu.RLock()
 	for b := a0; b < a1 && len(stale) < maxDeleteInRange; b++ {
-		if b%ovPageBlocks == 0 && (b/ovPageBlocks >= int64(len(ov.pages)) || ov.pages[b/ovPageBlocks] == nil) {
+		if b%ovPageBlocks == 0 && ov.page(b/ovPageBlocks) == nil {
 			b += ovPageBlocks - 1
 			continue
 		}

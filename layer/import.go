@@ -85,7 +85,7 @@ func (p *Pending) build(ctx context.Context, r io.Reader, size int64, progress f
 			if err := finish(); err != nil {
 				return err
 			}
-			cur, curLi = &leaf{}, li
+			cur, curLi = newLeaf(), li
 		}
 		cur.ids[index%fanout] = id
 		return nil

@@ -44,8 +44,11 @@ type overlay struct {
 	id  uint64
 	seq atomic.Uint64
 
-	imu   sync.RWMutex // index
-	pages []*ovPage
+	// imu guards the index bits and data. The page table is published
+	// atomically as well, so the hot read path can see that a range has no
+	// page without taking imu.
+	imu   sync.RWMutex
+	pages atomic.Pointer[[]*ovPage]
 	data  int64 // data blocks in the index
 
 	// rmu keeps a retired overlay's blocks from being deleted under a
@@ -59,30 +62,49 @@ var errRetired = errors.New("layer: overlay retired")
 
 func newOverlay(id uint64) *overlay { return &overlay{id: id} }
 
+// page returns index page pi or nil. Page pointers never change once set
+// (pages are only added), so a table loaded once stays valid.
+func (o *overlay) page(pi int64) *ovPage {
+	t := o.pages.Load()
+	if t == nil || pi >= int64(len(*t)) {
+		return nil
+	}
+	return (*t)[pi]
+}
+
+// addPage returns page pi, creating it; imu must be held exclusively.
+func (o *overlay) addPage(pi int64) *ovPage {
+	if pg := o.page(pi); pg != nil {
+		return pg
+	}
+	var t []*ovPage
+	if old := o.pages.Load(); old != nil {
+		t = *old
+	}
+	nt := make([]*ovPage, max(int64(len(t)), pi+1))
+	copy(nt, t)
+	pg := new(ovPage)
+	nt[pi] = pg
+	o.pages.Store(&nt)
+	return pg
+}
+
 func (o *overlay) stateLocked(b int64) uint8 {
-	pi := b / ovPageBlocks
-	if pi >= int64(len(o.pages)) || o.pages[pi] == nil {
+	pg := o.page(b / ovPageBlocks)
+	if pg == nil {
 		return bNone
 	}
 	i := b % ovPageBlocks
-	return uint8(o.pages[pi][i/32]>>(2*(i%32))) & 3
+	return uint8(pg[i/32]>>(2*(i%32))) & 3
 }
 
 func (o *overlay) setLocked(b int64, s uint8) {
-	pi := b / ovPageBlocks
-	if pi >= int64(len(o.pages)) {
-		if s == bNone {
-			return
-		}
-		o.pages = append(o.pages, make([]*ovPage, pi+1-int64(len(o.pages)))...)
-	}
-	pg := o.pages[pi]
+	pg := o.page(b / ovPageBlocks)
 	if pg == nil {
 		if s == bNone {
 			return
 		}
-		pg = new(ovPage)
-		o.pages[pi] = pg
+		pg = o.addPage(b / ovPageBlocks)
 	}
 	i := b % ovPageBlocks
 	old := uint8(pg[i/32]>>(2*(i%32))) & 3
@@ -103,14 +125,9 @@ func (o *overlay) setRangeLocked(b0, b1 int64, s uint8) {
 	}
 	for b := b0; b < b1; {
 		if b%ovPageBlocks == 0 && b+ovPageBlocks <= b1 {
-			pi := b / ovPageBlocks
-			if pi >= int64(len(o.pages)) {
-				o.pages = append(o.pages, make([]*ovPage, pi+1-int64(len(o.pages)))...)
-			}
-			pg := o.pages[pi]
+			pg := o.page(b / ovPageBlocks)
 			if pg == nil {
-				pg = new(ovPage)
-				o.pages[pi] = pg
+				pg = o.addPage(b / ovPageBlocks)
 			} else {
 				for i := 0; i < ovPageBlocks; i++ {
 					if uint8(pg[i/32]>>(2*(i%32)))&3 == bData {
@@ -138,8 +155,7 @@ func (o *overlay) states(b0 int64, dst []uint8) {
 	defer o.imu.RUnlock()
 	for i := range dst {
 		b := b0 + int64(i)
-		pi := b / ovPageBlocks
-		if pi >= int64(len(o.pages)) || o.pages[pi] == nil {
+		if o.page(b/ovPageBlocks) == nil {
 			// Skip the rest of an absent page at once.
 			n := min(int64(len(dst)-i), ovPageBlocks-b%ovPageBlocks)
 			clear(dst[i : i+int(n)])
@@ -147,6 +163,16 @@ func (o *overlay) states(b0 int64, dst []uint8) {
 		}
 		dst[i] = o.stateLocked(b)
 	}
+}
+
+// absent reports whether no index page covers blocks [b0, b1].
+func (o *overlay) absent(b0, b1 int64) bool {
+	for pi := b0 / ovPageBlocks; pi <= b1/ovPageBlocks; pi++ {
+		if o.page(pi) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func (o *overlay) dataBlocks() int64 {
@@ -161,7 +187,11 @@ func (o *overlay) touchedChunks(chunkSize int64) []int64 {
 	o.imu.RLock()
 	defer o.imu.RUnlock()
 	var out []int64
-	for pi, pg := range o.pages {
+	t := o.pages.Load()
+	if t == nil {
+		return nil
+	}
+	for pi, pg := range *t {
 		if pg == nil {
 			continue
 		}
@@ -193,13 +223,18 @@ func (o *overlay) readOver(store *storage.Store, p []byte, off int64, below func
 	if len(p) == 0 {
 		return nil
 	}
+	end := off + int64(len(p))
+	b0, b1 := off>>blockShift, (end-1)>>blockShift
+	if o.absent(b0, b1) {
+		// The common case on a fresh overlay: no lock, no index work. Right
+		// even if the overlay is being retired: it has nothing here.
+		return below(p, off)
+	}
 	o.rmu.RLock()
 	defer o.rmu.RUnlock()
 	if o.retired {
 		return errRetired
 	}
-	end := off + int64(len(p))
-	b0, b1 := off>>blockShift, (end-1)>>blockShift
 	st := make([]uint8, b1-b0+1)
 	o.states(b0, st)
 	var data []int64

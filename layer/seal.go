@@ -203,9 +203,9 @@ func (m *Manager) seal(l *layer) error {
 		if err := m.ctx.Err(); err != nil {
 			return err
 		}
-		lf := &leaf{}
+		lf := newLeaf()
 		if p := pbm.leafOf(li); p != nil {
-			lf.ids = p.ids
+			*lf.ids = *p.ids
 		}
 		for _, ci := range touched[i:j] {
 			if ci >= nchunks {
@@ -218,7 +218,7 @@ func (m *Manager) seal(l *layer) error {
 			lf.ids[ci%fanout] = id
 			nb++
 		}
-		if lf.ids == ([fanout]storage.ChunkID{}) {
+		if *lf.ids == ([fanout]storage.ChunkID{}) {
 			lf = nil
 		}
 		batch = append(batch, stagedLeaf{li, lf})

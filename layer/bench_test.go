@@ -1,0 +1,298 @@
+package layer
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"strata/storage"
+)
+
+// buildSyntheticLayer writes a ready layer of size bytes whose every chunk
+// is the same stored chunk (or, with distinct, a different id per leaf
+// entry drawn from a few real chunks): a big map built without storing big
+// data, through the same staging steps as an import.
+func buildSyntheticLayer(tb testing.TB, m *Manager, size int64) LayerID {
+	tb.Helper()
+	raw, err := m.newID()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id := LayerID(raw)
+	if err := m.store.Update(func(tx *storage.Txn) error {
+		return putLayerMeta(tx, id, &layerMeta{State: statePending, Size: size})
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	lease := m.store.NewLease()
+	defer lease.Release()
+	chunk := make([]byte, m.chunkSize)
+	fillRand(rand.New(rand.NewPCG(9, 9)), chunk)
+	cid, err := m.store.Put(chunk, lease)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	nchunks := ceilDiv(size, m.chunkSize)
+	staged := map[int64]uint64{}
+	var batch []stagedLeaf
+	for li := int64(0); li < ceilDiv(nchunks, fanout); li++ {
+		lf := newLeaf()
+		for j := int64(0); j < fanout && li*fanout+j < nchunks; j++ {
+			lf.ids[j] = cid
+		}
+		batch = append(batch, stagedLeaf{li, lf})
+		if len(batch) == 64 || li == ceilDiv(nchunks, fanout)-1 {
+			if err := m.stageLeaves(id, statePending, batch, staged); err != nil {
+				tb.Fatal(err)
+			}
+			batch = nil
+		}
+	}
+	dirs := map[int64]uint64{}
+	if err := m.stageDirs(id, statePending, nil, staged, dirs); err != nil {
+		tb.Fatal(err)
+	}
+	planned := plannedDirs(size, m.chunkSize, nil, dirs)
+	if err := m.store.Update(func(tx *storage.Txn) error {
+		lm, err := getLayerMeta(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := finishDirs(tx, id, planned, dirs); err != nil {
+			return err
+		}
+		lm.State, lm.Holders, lm.Dirs = stateReady, 1, planned
+		return putLayerMeta(tx, id, lm)
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	return id
+}
+
+func newBenchEnv(b *testing.B) *env {
+	e := newEnv(b, storage.DefaultOptions().ChunkSize)
+	e.m.Close()
+	m, err := Open(e.store, DefaultOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.m = m
+	return e
+}
+
+const benchImage = 64 << 20
+
+// settle finishes background releases and lets Badger's compactions catch
+// up, so a measurement does not pay for the setup's leftovers.
+func settle(b *testing.B, e *env) {
+	if err := e.m.drain(); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.store.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+}
+
+func benchImageData() []byte {
+	img := make([]byte, benchImage)
+	fillRand(rand.New(rand.NewPCG(1, 1)), img)
+	return img
+}
+
+// interleave runs op on every volume in turn, in rounds of 64 ops each,
+// timing each round. On a shared 2-core machine background noise hits all
+// sides alike this way, and the median round rate ignores the rounds a
+// neighbour's burst stretched. It reports each volume's median ops/s and
+// its ratio to the first volume's.
+func interleave(b *testing.B, names []string, vols []Volume, op func(v Volume, off int64) error) {
+	const round = 64
+	rng := rand.New(rand.NewPCG(2, 2))
+	rates := make([][]float64, len(vols))
+	b.ResetTimer()
+	for n := 0; n < b.N; n += round {
+		for i, v := range vols {
+			start := time.Now()
+			for k := 0; k < round; k++ {
+				if err := op(v, rng.Int64N(v.Size()/blockSize)*blockSize); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rates[i] = append(rates[i], round/time.Since(start).Seconds())
+		}
+	}
+	med := make([]float64, len(vols))
+	for i := range rates {
+		slices.Sort(rates[i])
+		med[i] = rates[i][len(rates[i])/2]
+	}
+	for i, name := range names {
+		b.ReportMetric(med[i], name+"-ops/s")
+		if i > 0 {
+			b.ReportMetric(100*med[i]/med[0], name+"-%")
+		}
+	}
+}
+
+func warm(b *testing.B, v Volume) {
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < v.Size(); off += int64(len(buf)) {
+		if err := v.ReadAt(context.Background(), buf, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRandom4K compares 4 KiB random writes on a fresh overlay over an
+// imported image with those on a disk over an empty base, and 4 KiB random
+// reads through a fresh overlay with reads of the flat image layer.
+func BenchmarkRandom4K(b *testing.B) {
+	ctx := context.Background()
+	e := newBenchEnv(b)
+	img := e.importBytes(benchImageData())
+	settle(b, e)
+	p := make([]byte, blockSize)
+	fillRand(rand.New(rand.NewPCG(2, 2)), p)
+	b.Run("write", func(b *testing.B) {
+		empty := e.openDisk(e.createDisk(0, benchImage, false))
+		defer empty.Close()
+		over := e.openDisk(e.createDisk(img, benchImage, true))
+		defer over.Close()
+		interleave(b, []string{"empty", "overlay"}, []Volume{empty, over}, func(v Volume, off int64) error {
+			return v.WriteAt(ctx, p, off, false)
+		})
+	})
+	b.Run("read", func(b *testing.B) {
+		flat, err := e.m.OpenLayer(img)
+		if err != nil {
+			b.Fatal(err)
+		}
+		over := e.openDisk(e.createDisk(img, benchImage, true))
+		defer over.Close()
+		warm(b, flat)
+		buf := make([]byte, blockSize)
+		interleave(b, []string{"flat", "overlay"}, []Volume{flat, over}, func(v Volume, off int64) error {
+			return v.ReadAt(ctx, buf, off)
+		})
+	})
+}
+
+// BenchmarkReadDepth reads 4 KiB at random from disks whose base is the
+// n-th snapshot in a chain (each link: snapshot, disk on it, 64 random
+// writes), all sealed, against the flat image (depth 0).
+func BenchmarkReadDepth(b *testing.B) {
+	ctx := context.Background()
+	e := newBenchEnv(b)
+	img := e.importBytes(benchImageData())
+	id := e.createDisk(img, benchImage, false)
+	rng := rand.New(rand.NewPCG(3, 3))
+	p := make([]byte, blockSize)
+	depths := []int{0, 1, 16, 64}
+	flat, err := e.m.OpenLayer(img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	vols := []Volume{flat}
+	for depth := 1; depth <= 64; depth++ {
+		v := e.openDisk(id)
+		for j := 0; j < 64; j++ {
+			fillRand(rng, p)
+			if err := v.WriteAt(ctx, p, rng.Int64N(benchImage/blockSize)*blockSize, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		v.Close()
+		sid, err := e.m.Snapshot(ctx, id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.m.WaitSealed(ctx, sid, nil); err != nil {
+			b.Fatal(err)
+		}
+		id = e.createDisk(sid, benchImage, false)
+		if depth == 1 || depth == 16 || depth == 64 {
+			v := e.openDisk(e.createDisk(sid, benchImage, true))
+			defer v.Close()
+			vols = append(vols, v)
+		}
+	}
+	settle(b, e)
+	names := make([]string, len(depths))
+	for i, d := range depths {
+		names[i] = fmt.Sprintf("depth%d", d)
+		warm(b, vols[i])
+	}
+	buf := make([]byte, blockSize)
+	h0, m0 := e.m.cache.hits.Load(), e.m.cache.misses.Load()
+	interleave(b, names, vols, func(v Volume, off int64) error { return v.ReadAt(ctx, buf, off) })
+	b.ReportMetric(float64(e.m.cache.misses.Load()-m0)/float64(e.m.cache.hits.Load()-h0+e.m.cache.misses.Load()-m0), "miss-ratio")
+}
+
+// BenchmarkCreate100GiB times making a disk from a 100 GiB pooled image,
+// a standard disk from it, and a snapshot of a live disk on it.
+func BenchmarkCreate100GiB(b *testing.B) {
+	ctx := context.Background()
+	e := newBenchEnv(b)
+	const size = 100 << 30
+	img := buildSyntheticLayer(b, e.m, size)
+	if _, err := e.m.getLayer(img); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("pooled-disk", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			v := e.openDisk(e.createDisk(img, size, true))
+			v.Close()
+		}
+	})
+	b.Run("standard-disk", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			v := e.openDisk(e.createDisk(img, size, false))
+			v.Close()
+		}
+	})
+	b.Run("snapshot-live-disk", func(b *testing.B) {
+		id := e.createDisk(img, size, true)
+		v := e.openDisk(id)
+		defer v.Close()
+		p := make([]byte, blockSize)
+		for i := 0; i < b.N; i++ {
+			if err := v.WriteAt(ctx, p, int64(i)*blockSize, false); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := e.m.Snapshot(ctx, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkMapMemory reports the heap a loaded, fully allocated block map
+// takes per GiB of image.
+func BenchmarkMapMemory(b *testing.B) {
+	e := newBenchEnv(b)
+	const size = 16 << 30
+	id := buildSyntheticLayer(b, e.m, size)
+	var perGiB float64
+	for i := 0; i < b.N; i++ {
+		e.m.mu.Lock()
+		delete(e.m.layers, id)
+		e.m.mu.Unlock()
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		l, err := e.m.getLayer(id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(l)
+		perGiB = float64(after.HeapAlloc-before.HeapAlloc) / float64(size>>30)
+	}
+	b.ReportMetric(perGiB, "bytes/GiB")
+	b.ReportMetric(perGiB/float64((1<<30)/e.m.chunkSize), "bytes/chunk")
+}
