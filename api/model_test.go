@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"strata/api/apitypes"
@@ -435,3 +436,42 @@ func bind(role string, id Identity) apitypes.AccessBinding {
 }
 
 func uidString(uid uint32) string { return strconv.FormatUint(uint64(uid), 10) }
+
+// TestConcurrentCreatesKeepNamesAndQuotas races creations: a name goes to
+// exactly one of them, and a quota lets exactly its limit through.
+func TestConcurrentCreatesKeepNamesAndQuotas(t *testing.T) {
+	e := newEnv(t, Config{DefaultQuotas: map[string]int64{apitypes.QuotaDisksCount: 3}})
+	f := e.folder("f1")
+	race := func(req func(i int) apitypes.CreateDiskRequest) map[string]int {
+		const n = 8
+		codes := make(chan string, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := e.svc.CreateDisk(root, "", req(i))
+				codes <- code(err)
+			}()
+		}
+		wg.Wait()
+		close(codes)
+		got := map[string]int{}
+		for c := range codes {
+			got[c]++
+		}
+		return got
+	}
+	got := race(func(int) apitypes.CreateDiskRequest {
+		return apitypes.CreateDiskRequest{FolderID: f.ID, Size: 4096, Name: "same"}
+	})
+	if got[""] != 1 || got[apitypes.CodeAlreadyExists] != 7 {
+		t.Errorf("racing one name: %v", got)
+	}
+	got = race(func(i int) apitypes.CreateDiskRequest {
+		return apitypes.CreateDiskRequest{FolderID: f.ID, Size: 4096, Name: "d" + strconv.Itoa(i)}
+	})
+	if got[""] != 2 || got[apitypes.CodeResourceExhausted] != 6 {
+		t.Errorf("racing a quota of 3 with 1 used: %v", got)
+	}
+}
