@@ -16,6 +16,10 @@ type layer struct {
 	ready chan struct{} // closed once view.bm is set
 
 	sealDone, sealTotal atomic.Int64 // progress of a running seal, in chunks
+
+	// pins counts open read-only handles: a layer whose last holder goes
+	// while it is exported is released only after the export closes.
+	pins atomic.Int64
 }
 
 type layerView struct {

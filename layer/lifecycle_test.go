@@ -309,3 +309,127 @@ func TestConcurrentReadersWriters(t *testing.T) {
 		}
 	}
 }
+
+// TestExportOutlivesImageRecord keeps a read-only export of an image open
+// while its last holder is released: the export reads on, new opens fail,
+// and the layer goes once the export closes.
+func TestExportOutlivesImageRecord(t *testing.T) {
+	e := newEnv(t, 16<<10)
+	img := make([]byte, 256<<10)
+	fillRand(rand.New(rand.NewPCG(8, 8)), img)
+	id := e.importBytes(img)
+	v, err := e.m.OpenLayer(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.update(func(tx *storage.Txn) error { return e.m.ReleaseLayer(tx, id) })
+	if err := e.m.reap(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.OpenLayer(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("open of a released layer: %v", err)
+	}
+	if got := readAll(t, v); !bytes.Equal(got, img) {
+		t.Fatalf("export after release: %s", firstDiff(got, img))
+	}
+	v.Close()
+	if err := e.m.drain(); err != nil {
+		t.Fatal(err)
+	}
+	e.audit()
+	if _, err := e.store.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.store.Stats().Chunks; n != 0 {
+		t.Fatalf("%d chunks left after the export closed", n)
+	}
+}
+
+// TestResizeThenSnapshot grows a disk past its base, writes past the old
+// end, snapshots and seals: the new range reads zeros until written, and
+// the snapshot holds the grown disk exactly. Shrinking is refused.
+func TestResizeThenSnapshot(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 64<<10)
+	img := make([]byte, 100000) // not chunk or block aligned
+	fillRand(rand.New(rand.NewPCG(9, 9)), img)
+	id := e.createDisk(e.importBytes(img), int64(len(img)), false)
+	v := e.openDisk(id)
+	defer v.Close()
+	const grown = 300000
+	e.update(func(tx *storage.Txn) error { return e.m.ResizeDisk(tx, id, grown) })
+	if err := e.store.Update(func(tx *storage.Txn) error { return e.m.ResizeDisk(tx, id, 1000) }); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("shrink: %v", err)
+	}
+	if v.Size() != grown {
+		t.Fatalf("size %d after resize", v.Size())
+	}
+	model := make([]byte, grown)
+	copy(model, img)
+	if got := readAll(t, v); !bytes.Equal(got, model) {
+		t.Fatalf("grown disk: %s", firstDiff(got, model))
+	}
+	p := bytes.Repeat([]byte{0xAB}, 5000)
+	for _, off := range []int64{99000, 200001, grown - 5000} {
+		if err := v.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	sid, err := e.m.Snapshot(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.WaitSealed(ctx, sid, nil); err != nil {
+		t.Fatal(err)
+	}
+	sv, err := e.m.OpenLayer(sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sv.Close()
+	if got := readAll(t, sv); !bytes.Equal(got, model) {
+		t.Fatalf("snapshot of grown disk: %s", firstDiff(got, model))
+	}
+	if err := e.m.drain(); err != nil {
+		t.Fatal(err)
+	}
+	e.audit()
+}
+
+// TestUsageAccounting checks logical, unique and shared bytes: an imported
+// layer owns its chunks; a standard disk's base shares the image's map;
+// a disk's written blocks are its own.
+func TestUsageAccounting(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 16<<10)
+	img := make([]byte, 1<<20)
+	fillRand(rand.New(rand.NewPCG(10, 10)), img[:512<<10]) // 32 data chunks, the rest zeros
+	id := e.importBytes(img)
+	info, err := e.m.LayerInfo(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Usage != (Usage{Logical: 1 << 20, Unique: 512 << 10}) || !info.Sealed {
+		t.Fatalf("image: %+v", info)
+	}
+	d := e.createDisk(id, 2<<20, false)
+	v := e.openDisk(d)
+	defer v.Close()
+	if err := v.WriteAt(ctx, make([]byte, 3*blockSize), 0, false); err != nil { // zeros: no data block
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, bytes.Repeat([]byte{1}, 2*blockSize), 8*blockSize, false); err != nil {
+		t.Fatal(err)
+	}
+	u, err := e.m.DiskUsage(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u != (Usage{Logical: 2 << 20, Unique: 2 * blockSize, Shared: 512 << 10}) {
+		t.Fatalf("standard disk: %+v", u)
+	}
+	if info, _ = e.m.LayerInfo(id); info.Usage.Shared != 512<<10 || info.Usage.Unique != 0 {
+		t.Fatalf("image shared with a disk: %+v", info.Usage)
+	}
+}

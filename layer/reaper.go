@@ -129,6 +129,7 @@ func (m *Manager) reap() error {
 
 // drain runs release jobs until the queue is empty (tests, benchmarks).
 func (m *Manager) drain() error {
+	deadline := time.Now().Add(time.Minute)
 	for {
 		if err := m.reap(); err != nil {
 			return err
@@ -144,11 +145,14 @@ func (m *Manager) drain() error {
 		}
 		m.mu.Lock()
 		busy := len(m.seals) > 0
+		for _, l := range m.layers {
+			busy = busy || l.pins.Load() > 0
+		}
 		m.mu.Unlock()
-		if !busy {
+		if !busy || time.Now().After(deadline) {
 			return fmt.Errorf("layer: %d release jobs cannot run", n)
 		}
-		time.Sleep(10 * time.Millisecond) // a seal is stopping; its layer's release waits for it
+		time.Sleep(10 * time.Millisecond) // a seal is stopping or an export closing; a release waits for it
 	}
 }
 
@@ -222,9 +226,12 @@ func (m *Manager) freeLayer(j job) (bool, error) {
 	id := LayerID(j.arg)
 	m.mu.Lock()
 	sealing := m.seals[id]
+	pinned := m.layers[id] != nil && m.layers[id].pins.Load() > 0
 	m.mu.Unlock()
-	if sealing {
-		return false, nil // the seal notices the layer is deleting and stops
+	if sealing || pinned {
+		// The seal notices the layer is deleting and stops; an export
+		// closes. Either kicks the reaper again.
+		return false, nil
 	}
 	// Staged pages of an unfinished import or seal.
 	for _, pfx := range []struct {

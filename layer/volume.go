@@ -3,6 +3,7 @@ package layer
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"strata/storage"
 )
@@ -19,19 +20,24 @@ func (m *Manager) OpenLayer(id LayerID) (Volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.pins.Add(1)
 	return &layerHandle{m: m, l: l}, nil
 }
 
 // layerHandle is a read-only Volume over a layer (an image export).
 type layerHandle struct {
-	m *Manager
-	l *layer
+	m      *Manager
+	l      *layer
+	closed atomic.Bool
 }
 
 func (h *layerHandle) Size() int64    { return h.l.size }
 func (h *layerHandle) ReadOnly() bool { return true }
 
 func (h *layerHandle) check(off, length int64) error {
+	if h.closed.Load() {
+		return ErrClosed
+	}
 	if off < 0 || length < 0 || off+length > h.l.size {
 		return fmt.Errorf("%w: [%d, +%d) of layer %d (%d bytes)", ErrOutOfRange, off, length, h.l.id, h.l.size)
 	}
@@ -51,7 +57,14 @@ func (h *layerHandle) WriteZeroes(context.Context, int64, int64, bool, bool, boo
 	return ErrReadOnly
 }
 func (h *layerHandle) Flush(context.Context) error { return nil }
-func (h *layerHandle) Close() error                { return nil }
+
+// Close unpins the layer; a release waiting for it can then run.
+func (h *layerHandle) Close() error {
+	if !h.closed.Swap(true) && h.l.pins.Add(-1) == 0 {
+		h.m.kickReaper()
+	}
+	return nil
+}
 
 func (h *layerHandle) Extents(ctx context.Context, off, length int64) ([]Extent, error) {
 	if err := h.check(off, length); err != nil {
