@@ -433,3 +433,175 @@ func TestUsageAccounting(t *testing.T) {
 		t.Fatalf("image shared with a disk: %+v", info.Usage)
 	}
 }
+
+// TestErrors checks the error each misuse returns.
+func TestErrors(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 16<<10)
+	img := e.importBytes(make([]byte, 64<<10))
+	d := e.createDisk(img, 128<<10, true)
+	v := e.openDisk(d)
+	defer v.Close()
+	lv, err := e.m.OpenLayer(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lv.Close()
+	for _, c := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"read past the end", v.ReadAt(ctx, make([]byte, 10), 128<<10-5), ErrOutOfRange},
+		{"write past the end", v.WriteAt(ctx, make([]byte, 10), 128<<10, false), ErrOutOfRange},
+		{"negative offset", v.Trim(ctx, -1, 10, false), ErrOutOfRange},
+		{"fast zero, unaligned", v.WriteZeroes(ctx, 100, 8192, true, true, false), ErrNotFast},
+		{"fast zero, aligned", v.WriteZeroes(ctx, 4096, 8192, false, true, false), nil},
+		{"write to an image", lv.WriteAt(ctx, make([]byte, 10), 0, false), ErrReadOnly},
+		{"trim an image", lv.Trim(ctx, 0, 10, false), ErrReadOnly},
+		{"open a missing disk", second(e.m.OpenDisk(12345)), ErrNotFound},
+		{"open a missing layer", second(e.m.OpenLayer(12345)), ErrNotFound},
+		{"delete an open disk", e.store.Update(func(tx *storage.Txn) error { return e.m.DeleteDisk(tx, d) }), ErrBusy},
+		{"disk smaller than its base", e.store.Update(func(tx *storage.Txn) error {
+			_, err := e.m.CreateDisk(tx, img, 4096, false)
+			return err
+		}), ErrInvalid},
+		{"release a layer twice", e.store.Update(func(tx *storage.Txn) error {
+			if err := e.m.RetainLayer(tx, img); err != nil {
+				return err
+			}
+			if err := e.m.ReleaseLayer(tx, img); err != nil {
+				return err
+			}
+			if err := e.m.ReleaseLayer(tx, img); err != nil {
+				return err
+			}
+			return e.m.ReleaseLayer(tx, img) // the disk on it keeps it, holderless
+		}), ErrInvalid},
+	} {
+		if !errors.Is(c.err, c.want) || (c.want == nil && c.err != nil) {
+			t.Errorf("%s: got %v, want %v", c.name, c.err, c.want)
+		}
+	}
+}
+
+func second[T any](_ T, err error) error { return err }
+
+// TestExtentsMergeOverlayAndBase checks block status over an image with a
+// zero range, a disk's data, written zeros and trims: data, zero and hole
+// runs merge across the overlay and its base.
+func TestExtentsMergeOverlayAndBase(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 16<<10)
+	const K = 1 << 10
+	img := make([]byte, 256*K)
+	fillRand(rand.New(rand.NewPCG(11, 11)), img[:64*K]) // data [0,64K), zero chunks after
+	d := e.createDisk(e.importBytes(img), 256*K, true)
+	v := e.openDisk(d)
+	defer v.Close()
+	steps := []error{
+		v.WriteAt(ctx, bytes.Repeat([]byte{7}, 8*K), 128*K, false), // data in a base hole
+		v.WriteZeroes(ctx, 16*K, 8*K, false, false, false),         // written zeros over data
+		v.Trim(ctx, 32*K, 8*K, false),                              // trimmed: a hole
+		v.WriteZeroes(ctx, 48*K, 4*K, true, false, false),          // zeroed with mayTrim: a hole
+		v.WriteAt(ctx, make([]byte, 4*K), 200*K, false),            // zero data: zero, allocated
+	}
+	for _, err := range steps {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := v.Extents(ctx, 0, 256*K)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Extent{
+		{16 * K, false, false},
+		{8 * K, false, true},
+		{8 * K, false, false},
+		{8 * K, true, true},
+		{8 * K, false, false},
+		{4 * K, true, true},
+		{12 * K, false, false},
+		{64 * K, true, true},
+		{8 * K, false, false},
+		{64 * K, true, true},
+		{4 * K, false, true},
+		{52 * K, true, true},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("extents\n got %v\nwant %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("extent %d: got %+v want %+v (all: %v)", i, got[i], want[i], got)
+		}
+	}
+	// An unaligned query clips the first and last runs.
+	part, err := v.Extents(ctx, 20*K+5, 10*K)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(part) != 2 || part[0] != (Extent{4*K - 5, false, true}) || part[1] != (Extent{6*K + 5, false, false}) {
+		t.Fatalf("unaligned extents: %v", part)
+	}
+}
+
+// TestUncommittedImportAndSealResume closes the manager with an import
+// never committed and a seal just started: reopening drops the import
+// (nothing left after GC) and finishes the seal, which reads exactly.
+func TestUncommittedImportAndSealResume(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 4<<10)
+	rng := rand.New(rand.NewPCG(12, 12))
+	data := make([]byte, 512<<10)
+	fillRand(rng, data)
+	if _, err := e.m.Import(ctx, bytes.NewReader(data), int64(len(data)), nil); err != nil {
+		t.Fatal(err)
+	}
+	d := e.createDisk(0, 1<<20, false)
+	v := e.openDisk(d)
+	model := make([]byte, 1<<20)
+	for i := 0; i < 200; i++ {
+		p := make([]byte, 1+rng.IntN(6000))
+		fillRand(rng, p)
+		off := rng.Int64N(int64(len(model) - len(p)))
+		if err := v.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	sid, err := e.m.Snapshot(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	e.reopen()
+	if err := e.m.WaitSealed(ctx, sid, nil); err != nil {
+		t.Fatal(err)
+	}
+	sv, err := e.m.OpenLayer(sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, sv); !bytes.Equal(got, model) {
+		t.Fatalf("resumed seal: %s", firstDiff(got, model))
+	}
+	sv.Close()
+	e.update(func(tx *storage.Txn) error {
+		if err := e.m.DeleteDisk(tx, d); err != nil {
+			return err
+		}
+		return e.m.ReleaseLayer(tx, sid)
+	})
+	if err := e.m.drain(); err != nil {
+		t.Fatal(err)
+	}
+	e.audit()
+	if _, err := e.store.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.store.Stats().Chunks; n != 0 {
+		t.Fatalf("%d chunks left: the uncommitted import was not dropped", n)
+	}
+}
