@@ -62,7 +62,7 @@ func BenchmarkUpload(b *testing.B) {
 func byteSize(mib int) string { return strconv.Itoa(mib) + "MiB" }
 
 func newBenchEnv(b *testing.B) *env {
-	e := &env{dir: b.TempDir(), cfg: Config{SpoolDir: b.TempDir(), DefaultQuotas: map[string]int64{
+	e := &env{dir: b.TempDir(), defaultChunks: true, cfg: Config{SpoolDir: b.TempDir(), DefaultQuotas: map[string]int64{
 		apitypes.QuotaDiskPoolsCount: 10, apitypes.QuotaDisksCount: 1 << 40, apitypes.QuotaImagesCount: 1 << 40, apitypes.QuotaImagesSize: 1 << 60,
 	}}}
 	e.openTB(b)

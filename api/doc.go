@@ -24,6 +24,9 @@
 // restart removes the half-made resource and marks the operation done
 // with an error (ABORTED after a restart). Deleting an image drops its
 // record and its hold on the layer; disks on the layer keep it alive.
+// Quota usage is kept as per-folder counters in the same transactions
+// (recounted from the records at start), so creating a resource costs the
+// same however many the store holds.
 //
 // # Access
 //

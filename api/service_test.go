@@ -33,6 +33,8 @@ type env struct {
 	layers *layer.Manager
 	dir    string
 	cfg    Config
+	// defaultChunks keeps the store's default chunk size (benchmarks).
+	defaultChunks bool
 }
 
 func newEnv(t *testing.T, cfg Config) *env {
@@ -52,7 +54,9 @@ func (e *env) open() { e.t.Helper(); e.openTB(e.t) }
 func (e *env) openTB(t testing.TB) {
 	t.Helper()
 	opts := storage.DefaultOptions()
-	opts.ChunkSize = 4 << 10
+	if !e.defaultChunks {
+		opts.ChunkSize = 4 << 10 // many chunks from small test images
+	}
 	opts.GCInterval = 0
 	st, err := storage.Open(e.dir, opts)
 	if err != nil {
