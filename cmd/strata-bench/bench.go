@@ -78,6 +78,10 @@ type sample struct {
 	// MB for MB/s figures. CPU/Work compares the servers' efficiency
 	// even when the machine is shared and throughput is noise.
 	Work float64 `json:"work"`
+	// DiskReadMB is what the server read from the disk (page-cache
+	// misses, through read calls or mmap): how cold the phase really was,
+	// and how many bytes each server needs for the same data.
+	DiskReadMB float64 `json:"disk_read_mb"`
 }
 
 // setup writes the data set, imports it into strata's store and makes the
@@ -109,6 +113,9 @@ func (b *bench) setup(ctx context.Context) error {
 		b.img, b.readDisk, b.imported, err = importDataSet(ctx, b.storeDir, b.raw, b.cfg.ChunkSize)
 		if err != nil {
 			return fmt.Errorf("strata import: %w", err)
+		}
+		if err := reopenStore(b.storeDir); err != nil {
+			return fmt.Errorf("strata reopen: %w", err)
 		}
 		b.chunkSize = b.imported.ChunkSize
 		st := b.imported.Store
@@ -259,7 +266,7 @@ func (b *bench) measure(ctx context.Context, name string, ph phase, round int) (
 			return smp, err
 		}
 	}
-	cpu0, err := cpuSeconds(pid)
+	st0, err := readProcStat(pid)
 	if err != nil {
 		return smp, err
 	}
@@ -295,11 +302,12 @@ func (b *bench) measure(ctx context.Context, name string, ph phase, round int) (
 		smp.Work = float64(b.seqSize) / 1e6
 		smp.Value = smp.Work / time.Since(t).Seconds()
 	}
-	cpu1, err := cpuSeconds(pid)
+	st1, err := readProcStat(pid)
 	if err != nil {
 		return smp, err
 	}
-	smp.CPU = cpu1 - cpu0
+	smp.CPU = st1.CPU - st0.CPU
+	smp.DiskReadMB = float64(st1.ReadBytes-st0.ReadBytes) / 1e6
 	stopped = true
 	if err := b.procs.stop(s.p, 30*time.Second); err != nil {
 		return smp, fmt.Errorf("stopping %s after %s: %w", name, ph.Name, err)
@@ -329,8 +337,8 @@ func (b *bench) run(ctx context.Context, phs []phase) ([]phaseResult, error) {
 				if err != nil {
 					return results, fmt.Errorf("round %d, %s, %s: %w", r+1, ph.Name, name, err)
 				}
-				fmt.Fprintf(b.log, "round %d  %-12s %-9s %10s %s  cpu %.2fs\n",
-					r+1, ph.Name, name, fmtValue(smp.Value, ph.Unit), ph.Unit, smp.CPU)
+				fmt.Fprintf(b.log, "round %d  %-12s %-9s %10s %-4s  cpu %.2fs  disk read %.0f MB\n",
+					r+1, ph.Name, name, fmtValue(smp.Value, ph.Unit), ph.Unit, smp.CPU, smp.DiskReadMB)
 				results[i].add(name, smp)
 			}
 		}

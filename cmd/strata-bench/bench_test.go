@@ -137,7 +137,7 @@ func TestRatioAndVerdict(t *testing.T) {
 
 func TestParseStatCPUCountsFromLastParen(t *testing.T) {
 	// comm "a) (b c" has spaces and parentheses; utime 250, stime 50 ticks.
-	line := "1234 (a) (b c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 10\n"
+	line := "1234 (a) (b c) S 1 1234 1234 0 -1 4194560 100 0 7 0 250 50 0 0 20 0 3 0 100 1000 10\n"
 	got, err := parseStatCPU([]byte(line))
 	if err != nil || got != 3.0 {
 		t.Fatalf("parseStatCPU = %v, %v; want 3.0", got, err)
@@ -145,9 +145,19 @@ func TestParseStatCPUCountsFromLastParen(t *testing.T) {
 	if _, err := parseStatCPU([]byte("1234 (x) S 1")); err == nil {
 		t.Fatal("short line accepted")
 	}
-	self, err := cpuSeconds(os.Getpid())
-	if err != nil || self < 0 {
-		t.Fatalf("cpuSeconds(self) = %v, %v", self, err)
+}
+
+func TestParseIOReadBytes(t *testing.T) {
+	in := "rchar: 26747\nwchar: 1200\nsyscr: 40\nsyscw: 12\nread_bytes: 97329152\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n"
+	if got, err := parseIOReadBytes([]byte(in)); err != nil || got != 97329152 {
+		t.Fatalf("parseIOReadBytes = %d, %v", got, err)
+	}
+	if _, err := parseIOReadBytes([]byte("rchar: 1\n")); err == nil {
+		t.Fatal("missing read_bytes accepted")
+	}
+	self, err := readProcStat(os.Getpid())
+	if err != nil || self.CPU < 0 || self.ReadBytes < 0 {
+		t.Fatalf("readProcStat(self) = %+v, %v", self, err)
 	}
 }
 

@@ -194,14 +194,32 @@ func greets(sock string) bool {
 // Linux architecture Go supports (the kernel fixes it for user space).
 const clockTicks = 100
 
-// cpuSeconds returns the user+system CPU time of pid and all its threads
-// so far, from /proc/<pid>/stat.
-func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// procStat is what the benchmark reads from /proc about a server.
+type procStat struct {
+	CPU       float64 // user+system seconds, all threads (/proc/<pid>/stat)
+	ReadBytes int64   // bytes it made the kernel fetch from disk (/proc/<pid>/io)
+}
+
+// readProcStat reads pid's CPU time and disk reads so far.
+func readProcStat(pid int) (procStat, error) {
+	dir := "/proc/" + strconv.Itoa(pid)
+	b, err := os.ReadFile(dir + "/stat")
 	if err != nil {
-		return 0, err
+		return procStat{}, err
 	}
-	return parseStatCPU(b)
+	cpu, err := parseStatCPU(b)
+	if err != nil {
+		return procStat{}, err
+	}
+	b, err = os.ReadFile(dir + "/io")
+	if err != nil {
+		return procStat{}, err
+	}
+	rb, err := parseIOReadBytes(b)
+	if err != nil {
+		return procStat{}, err
+	}
+	return procStat{CPU: cpu, ReadBytes: rb}, nil
 }
 
 // parseStatCPU takes utime and stime (fields 14 and 15) from a
@@ -223,4 +241,21 @@ func parseStatCPU(b []byte) (float64, error) {
 		return 0, fmt.Errorf("/proc stat times: %w", err)
 	}
 	return float64(ut+st) / clockTicks, nil
+}
+
+// parseIOReadBytes takes read_bytes from /proc/<pid>/io: what the process
+// caused to be read from storage, page-cache hits excluded. It counts
+// reads through mmap too (Badger's value log), which page-fault counters
+// miss: a fault on a page already under readahead counts as minor.
+func parseIOReadBytes(b []byte) (int64, error) {
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "read_bytes:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc io read_bytes: %w", err)
+			}
+			return n, nil
+		}
+	}
+	return 0, errors.New("/proc io: no read_bytes line")
 }

@@ -78,16 +78,25 @@ func (r *phaseResult) costRatio() (float64, bool) {
 
 // summary is one server's figures for one phase.
 type summary struct {
-	Median    float64  `json:"median"`
-	CPUMedian float64  `json:"cpu_seconds_median"`
-	Samples   []sample `json:"samples"`
+	Median         float64  `json:"median"`
+	CPUMedian      float64  `json:"cpu_seconds_median"`
+	DiskReadMedian float64  `json:"disk_read_mb_median"`
+	Samples        []sample `json:"samples"`
 }
 
 func summarize(ss []sample) *summary {
 	if len(ss) == 0 {
 		return nil
 	}
-	return &summary{Median: median(values(ss)), CPUMedian: median(cpus(ss)), Samples: ss}
+	return &summary{Median: median(values(ss)), CPUMedian: median(cpus(ss)), DiskReadMedian: median(diskReads(ss)), Samples: ss}
+}
+
+func diskReads(ss []sample) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = s.DiskReadMB
+	}
+	return out
 }
 
 // jsonPhase is one phase in --json output.
@@ -146,7 +155,7 @@ func writeJSON(w io.Writer, rep report) error {
 // writeTable prints the medians side by side.
 func writeTable(w io.Writer, results []phaseResult, rounds int) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "figure (median of %d)\tunit\tstrata\tqemu-nbd\tratio\ttarget\t\tcpu s strata\tcpu s qemu\tcpu/work s:q\t\n", rounds)
+	fmt.Fprintf(tw, "figure (median of %d)\tunit\tstrata\tqemu-nbd\tratio\ttarget\t\tcpu s strata\tcpu s qemu\tcpu/work s:q\tdisk MB strata\tdisk MB qemu\t\n", rounds)
 	for i := range results {
 		r := &results[i]
 		ratio, verdict := "-", ""
@@ -161,16 +170,17 @@ func writeTable(w io.Writer, results []phaseResult, rounds int) error {
 		if c, ok := r.costRatio(); ok {
 			cost = fmt.Sprintf("%.2fx", c)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t>=%.1fx\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t>=%.1fx\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.Figure, r.Unit, medianCell(r.Strata, r.Unit), medianCell(r.Qemu, r.Unit),
-			ratio, r.Target, verdict, cpuCell(r.Strata), cpuCell(r.Qemu), cost)
+			ratio, r.Target, verdict, cpuCell(r.Strata), cpuCell(r.Qemu), cost, diskCell(r.Strata), diskCell(r.Qemu))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintln(w, "\nratio: strata / qemu-nbd, medians. cpu s: the server process's CPU seconds during the\n"+
 		"measurement. cpu/work s:q: strata's CPU per request (or per MB) over qemu-nbd's; below 1\n"+
-		"strata is cheaper. On a shared machine the CPU figures are steadier than the throughput.")
+		"strata is cheaper. On a shared machine the CPU figures are steadier than the throughput.\n"+
+		"disk MB: what the server read from the disk during the phase (page-cache misses).")
 	return err
 }
 
@@ -179,6 +189,13 @@ func medianCell(ss []sample, unit string) string {
 		return "-"
 	}
 	return fmtValue(median(values(ss)), unit)
+}
+
+func diskCell(ss []sample) string {
+	if len(ss) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", median(diskReads(ss)))
 }
 
 func cpuCell(ss []sample) string {

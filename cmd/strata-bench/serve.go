@@ -292,3 +292,17 @@ type importResult struct {
 	Seconds   float64       `json:"seconds"`
 	Store     storage.Stats `json:"store"`
 }
+
+// reopenStore opens and closes the store once, so that the value-log file
+// the import filled is no longer the head. Opening a store reads its head
+// value-log file through mmap to find the valid end, which maps those
+// pages into the serve child, where dropping the page cache cannot evict
+// them: the first read phase would then read the image from memory while
+// qemu-nbd reads it from the disk. Each open starts a new head file.
+func reopenStore(dir string) error {
+	store, err := storage.Open(dir, storage.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	return store.Close()
+}
