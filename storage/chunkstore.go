@@ -47,6 +47,7 @@ type Store struct {
 	referencedRaw atomic.Int64
 	corruptReads  atomic.Int64
 
+	stripes           [stripeCount]sync.Mutex
 	gcMu              sync.Mutex   // one collection at a time
 	freedSinceCompact atomic.Int64 // stored bytes freed since the LSM was last compacted for vlog GC
 
@@ -297,14 +298,15 @@ type putResult struct {
 // it looks the hash up and either writes a new record (count 0, in the GC
 // queue, held by the lease) or dedups onto the existing id.
 //
-// Safety against GC: the lease hold is taken before the commit, and a
-// dedup always rewrites the chunk's reference record. GC reads that record
-// and deletes it in its own transaction, so Badger's conflict check orders
-// the two: either GC committed first (then our read of the hash index
-// conflicts, we retry and store the chunk anew), or we did (then GC's
-// transaction, which read the record before our commit, fails; any later
-// GC sees the hold). Concurrent puts of identical content conflict on the
-// hash key the same way, so they end with one id.
+// Safety against GC: a new chunk is held by the lease before its commit,
+// so GC never sees it unheld. A dedup onto an existing chunk writes
+// nothing (so imports never conflict with the layer's reference-count
+// transactions); instead holdExisting takes the hold and then checks, in a
+// fresh snapshot and under the chunk's stripe lock that GC also takes
+// around its hold check and commit, that the chunk still exists. Either GC
+// freed it before (we see it gone and store it anew) or GC checks the
+// hold after us and leaves it. Concurrent puts of identical new content
+// conflict on the hash key, so they end with one id.
 func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate) (putResult, error) {
 	var added []ChunkID
 	for attempt := 0; ; attempt++ {
@@ -334,9 +336,9 @@ func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate) (putResult,
 			a.storedBytes += b.storedBytes
 			a.rawBytes += b.rawBytes
 			return a, err
-		case errors.Is(err, badger.ErrConflict) && attempt < commitRetries:
+		case (errors.Is(err, badger.ErrConflict) || errors.Is(err, errChunkGone)) && attempt < commitRetries:
 			continue
-		case errors.Is(err, badger.ErrConflict):
+		case errors.Is(err, badger.ErrConflict) || errors.Is(err, errChunkGone):
 			return putResult{}, fmt.Errorf("%w: put: %v", ErrConflict, err)
 		case errors.Is(err, badger.ErrTxnTooBig):
 			return putResult{}, fmt.Errorf("%w: put: %v", ErrTxnTooBig, err)
@@ -361,6 +363,7 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 		}
 		return err
 	}
+	created := make(map[ChunkID]struct{})
 	for _, it := range items {
 		if it.zero {
 			continue
@@ -377,28 +380,16 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 				return res, fmt.Errorf("%w: hash index entry of %d bytes", ErrCorrupt, len(v))
 			}
 			id := ChunkID(binary.BigEndian.Uint64(v))
-			rk := idKey(nsRef, id)
-			rr, err := getRef(tx, rk)
-			if err != nil {
-				return res, fmt.Errorf("chunk %d in hash index: %w", id, err)
-			}
-			if err := hold(id); err != nil {
-				return res, err
-			}
-			if rr.count == 0 {
-				// Revive: restart its grace period from now.
-				if err := tx.Delete(zeroKey(rr.zeroSince, id)); err != nil {
+			if _, mine := created[id]; !mine {
+				ok, err := s.holdExisting(id, hold)
+				if err != nil {
 					return res, err
 				}
-				rr.zeroSince = now
-				if err := tx.Set(zeroKey(now, id), nil); err != nil {
-					return res, err
+				if !ok {
+					// GC freed it after our snapshot: start over, and
+					// the next snapshot stores the chunk anew.
+					return res, errChunkGone
 				}
-			}
-			// Always rewrite: the write is what makes a concurrent GC of
-			// this chunk conflict (see commitPuts).
-			if err := tx.Set(rk, rr.marshal()); err != nil {
-				return res, err
 			}
 			it.id, it.isNew = id, false
 			res.dedupChunks++
@@ -424,6 +415,7 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 					return res, err
 				}
 			}
+			created[id] = struct{}{}
 			it.id, it.isNew = id, true
 			res.newChunks++
 			res.rawBytes += int64(len(it.raw))
@@ -438,6 +430,43 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 	defer gate.enter()
 	return res, tx.Commit()
 }
+
+// errChunkGone: a chunk found in the hash index was freed by GC before the
+// put could hold it; the put retries with a fresh snapshot.
+var errChunkGone = errors.New("storage: chunk freed during put")
+
+// holdExisting holds id for a put that deduplicated onto it, and reports
+// whether it still exists (see commitPuts).
+func (s *Store) holdExisting(id ChunkID, hold func(ChunkID) error) (bool, error) {
+	mu := s.stripe(id)
+	mu.Lock()
+	defer mu.Unlock()
+	if err := hold(id); err != nil {
+		return false, err
+	}
+	err := s.db.View(func(tx *badger.Txn) error {
+		_, err := tx.Get(idKey(nsRef, id))
+		return err
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// stripeCount chunk locks order GC's frees against puts that dedup onto
+// the chunk being freed (see commitPuts); nothing else takes them.
+const stripeCount = 1024
+
+func (s *Store) stripe(id ChunkID) *sync.Mutex {
+	return &s.stripes[stripeIndex(id)]
+}
+
+func stripeIndex(id ChunkID) int { return int(uint64(id) * 0x9E3779B97F4A7C15 >> 54) }
 
 // cpuGate bounds how many import workers compute at once (Options.Workers)
 // while letting more of them wait on commits. A nil gate does nothing.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -98,11 +99,39 @@ func (s *Store) gcCandidates(start []byte, cutoff int64) (cands []gcCand, next [
 	return cands, next, err
 }
 
+type gcDoomed struct {
+	gcCand
+	rr refRecord
+}
+
+// lockStripes locks the stripes of the chunks in ascending order (puts
+// take one at a time, so no cycle is possible) and returns the unlock.
+func (s *Store) lockStripes(ds []gcDoomed) func() {
+	var idx []int
+	seen := make(map[int]bool, len(ds))
+	for _, d := range ds {
+		if i := stripeIndex(d.id); !seen[i] {
+			seen[i] = true
+			idx = append(idx, i)
+		}
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		s.stripes[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			s.stripes[i].Unlock()
+		}
+	}
+}
+
 // gcFree frees the candidates that still qualify, in one transaction,
 // retried on conflict (each retry re-reads everything).
 func (s *Store) gcFree(cands []gcCand, cutoff int64, st *GCStats) error {
 	for attempt := 0; ; attempt++ {
 		var freed, freedBytes, freedRaw int64
+		var doomed []gcDoomed
 		err := func() error {
 			tx := s.db.NewTransaction(true)
 			defer tx.Discard()
@@ -127,20 +156,30 @@ func (s *Store) gcFree(cands []gcCand, cutoff int64, st *GCStats) error {
 					}
 					continue
 				}
-				// The hold is checked after the record was read in this
-				// transaction: a Put that takes a hold later also rewrites
-				// the record and so makes this commit conflict.
-				if rr.zeroSince > cutoff || s.holds.held(c.id) {
+				if rr.zeroSince > cutoff {
 					continue
 				}
-				for _, k := range [][]byte{idKey(nsChunk, c.id), idKey(nsRef, c.id), hashKey(&rr.hash), zk} {
+				doomed = append(doomed, gcDoomed{c, rr})
+			}
+			// Hold checks and the commit happen under the stripe locks
+			// of the chunks to free: a put that deduplicates onto one of
+			// them takes its hold under the same lock and then checks the
+			// chunk still exists (see commitPuts), so a hold is either seen
+			// here or the put sees the chunk gone.
+			unlock := s.lockStripes(doomed)
+			defer unlock()
+			for _, d := range doomed {
+				if s.holds.held(d.id) {
+					continue
+				}
+				for _, k := range [][]byte{idKey(nsChunk, d.id), idKey(nsRef, d.id), hashKey(&d.rr.hash), zeroKey(d.since, d.id)} {
 					if err := tx.Delete(k); err != nil {
 						return err
 					}
 				}
 				freed++
-				freedBytes += int64(rr.storedLen)
-				freedRaw += int64(rr.rawLen)
+				freedBytes += int64(d.rr.storedLen)
+				freedRaw += int64(d.rr.rawLen)
 			}
 			return tx.Commit()
 		}()
