@@ -292,6 +292,10 @@ func TestHTTPRoundTrip(t *testing.T) {
 		AccessBindings: []apitypes.AccessBinding{{RoleID: apitypes.RoleViewer, Subject: apitypes.Subject{Type: "unixUser", ID: "20001"}}}}, &op)
 	c.as(20001).ok("GET", "/compute/v1/images/"+im.ID, nil, &im2)
 	c.as(20001).fails("DELETE", "/compute/v1/images/"+im.ID, nil, apitypes.CodePermissionDenied)
+	// A viewer sees metadata but may not read the data.
+	c.as(20001).fails("GET", "/compute/v1/images/"+im.ID+":export", nil, apitypes.CodePermissionDenied)
+	c.as(20001).ok("GET", "/compute/v1/folders/web/quotas", nil, &ql)
+	c.as(20001).fails("POST", "/compute/v1/folders/web/quotas", apitypes.SetQuotasRequest{Limits: map[string]int64{apitypes.QuotaDisksCount: 9}}, apitypes.CodePermissionDenied)
 	c.ok("POST", "/compute/v1/images/"+im.ID+":updateAccessBindings", apitypes.UpdateAccessBindingsRequest{
 		AccessBindingDeltas: []apitypes.AccessBindingDelta{{Action: "ADD", AccessBinding: apitypes.AccessBinding{
 			RoleID: apitypes.RoleImagesUser, Subject: apitypes.Subject{Type: "system", ID: "allAuthenticatedUsers"}}}}}, &op)
