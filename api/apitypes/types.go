@@ -150,7 +150,10 @@ type Usage struct {
 	Shared  int64 `json:"shared"`
 }
 
-// Snapshot is a point-in-time, immutable copy of a disk.
+// Snapshot is a point-in-time, immutable copy of a disk: exactly the
+// writes acknowledged before the create request. It is CREATING while its
+// layer is sealed in the background and its checksum computed (one read of
+// the content), then READY; it reads correctly (NBD, export) once READY.
 type Snapshot struct {
 	ID           string            `json:"id"`
 	FolderID     string            `json:"folderId"`
