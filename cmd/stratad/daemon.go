@@ -165,7 +165,8 @@ type daemon struct {
 	nbdSrv   *nbd.Server
 	stopping atomic.Bool
 	errs     chan error
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // accept loops
+	handlers sync.WaitGroup // admin API requests being served
 }
 
 // listen opens the sockets and starts serving.
@@ -204,8 +205,15 @@ func (d *daemon) listen() error {
 	mux.Handle("/metrics", promhttp.HandlerFor(d.met.reg, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(d.log)}))
 	mux.HandleFunc("/healthz", d.healthz)
 	mux.Handle("/", d.met.instrument(d.svc.Handler()))
+	// Every request is tracked: http.Server.Close does not wait for
+	// handlers, and the store must not close under one still writing.
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.handlers.Add(1)
+		defer d.handlers.Done()
+		mux.ServeHTTP(w, r)
+	})
 	d.httpSrv = &http.Server{
-		Handler:     mux,
+		Handler:     handler,
 		ConnContext: api.ConnContext,
 		// Headers are small and local; a stuck client must not pin a
 		// goroutine. Bodies (uploads) may take as long as they take.
@@ -265,6 +273,18 @@ func (d *daemon) shutdown() {
 	}()
 	wg.Wait()
 	d.wg.Wait()
+	// Handlers of cut connections see their reads fail and return; wait
+	// for them (bounded again) before the service and the store close.
+	done := make(chan struct{})
+	go func() {
+		d.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d.cfg.ShutdownTimeout):
+		d.log.Error("api handlers still running after the shutdown timeout; closing the store under them")
+	}
 }
 
 // healthz answers 200 while the daemon serves and 503 once it stops, so a
