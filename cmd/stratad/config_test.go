@@ -176,3 +176,17 @@ func TestListenUnixRemovesStaleSocketsOnly(t *testing.T) {
 		t.Fatalf("regular file at socket path: %v", err)
 	}
 }
+
+// The example in contrib/ is what operators copy: it must load.
+func TestContribExampleConfigLoads(t *testing.T) {
+	c, fs := newFlags(t)
+	if err := loadConfigFile(fs, filepath.Join("..", "..", "contrib", "stratad.example.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.resolve(); err != nil {
+		t.Fatal(err)
+	}
+	if c.AdminSocket != "/run/strata/admin.sock" || c.CacheBytes != 1<<30 {
+		t.Fatalf("example config not applied: %+v", c)
+	}
+}
