@@ -35,6 +35,9 @@ func (s *Service) sealAndHash(ctx context.Context, id layer.LayerID, ro *running
 	h := sha256.New()
 	buf := make([]byte, hashBuf)
 	for off := int64(0); off < size; {
+		if err := ctx.Err(); err != nil { // a cancel stops a long hash at once
+			return "", err
+		}
 		n := int64(len(buf))
 		if size-off < n {
 			n = size - off
