@@ -123,6 +123,13 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 	if n := d.metric(t, `strata_nbd_ops_total{export="`+d2.ExportName+`",op="read"}`); n < 1 {
 		t.Errorf("metrics: %v reads of %s", n, d2.ExportName)
 	}
+	if n := d.metric(t, "strata_api_operations_in_flight"); n != 0 {
+		t.Errorf("metrics: %v operations in flight with none started", n)
+	}
+	if r := d.metric(t, "strata_store_dedup_ratio"); r < 5 {
+		// Five images of the same content share every chunk.
+		t.Errorf("metrics: dedup ratio %.2f after importing the same image five times", r)
+	}
 
 	// A real file into d1's filesystem: copy out, debugfs, copy back.
 	newFile := filepath.Join(work, "newfile.txt")

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
@@ -124,7 +125,11 @@ func run(ctx context.Context, cfg *config, log *zap.Logger) (err error) {
 		zap.Duration("took", time.Since(started)))
 
 	d := &daemon{cfg: cfg, log: log, store: store, layers: layers, svc: svc, met: newMetrics()}
-	d.met.reg.MustRegister(newStoreCollector(store.Stats), newGCWatcher(d.met, store.LastGC))
+	d.met.reg.MustRegister(newStoreCollector(store.Stats), newGCWatcher(d.met, store.LastGC),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "strata", Subsystem: "api", Name: "operations_in_flight",
+			Help: "Operations (imports, seals, exports, deletes) running in the background.",
+		}, func() float64 { return float64(svc.OperationsInFlight()) }))
 
 	serveErr := d.listen()
 	if serveErr == nil {
