@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,6 +91,10 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 		t.Fatalf("re-importing identical content stored %.0f more bytes (first import %.0f); want ~0", after-stored, stored)
 	}
 
+	// A claimed format that is not the file's is refused.
+	d.fails(t, -1, apitypes.CodeInvalidArgument, "image", "import", files["qcow2"], "--folder", "story",
+		"--name", "wrong", "--format", "vmdk")
+
 	// Pooled images are refused by the default quota, until raised.
 	msg := d.fails(t, -1, apitypes.CodeResourceExhausted, "image", "import", raw, "--folder", "story",
 		"--name", "base-pooled", "--family", "base", "--pooled")
@@ -148,8 +153,24 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 	if snap.Status != apitypes.StatusReady || snap.DiskSize != 80*mib {
 		t.Fatalf("snapshot: status %s disk size %d", snap.Status, snap.DiskSize)
 	}
+	// The image from it: started with --async (and an idempotency key,
+	// so the repeated command returns the same operation), then waited for.
+	var op, again apitypes.Operation
+	create := []string{"image", "create", "--async", "--idempotency-key", "story-vm1-image", "--folder", "story",
+		"--snapshot", snap.ID, "--name", "vm1-image", "--family", "base"}
+	d.ok(t, -1, &op, create...)
+	d.ok(t, -1, &again, create...)
+	if op.ID == "" || again.ID != op.ID {
+		t.Fatalf("idempotent retry returned operation %q, first was %q", again.ID, op.ID)
+	}
+	d.ok(t, -1, &op, "operation", "wait", op.ID)
+	if !op.Done || op.Error != nil {
+		t.Fatalf("operation %s: done %v error %+v", op.ID, op.Done, op.Error)
+	}
 	var fromSnap apitypes.Image
-	d.ok(t, -1, &fromSnap, "image", "create", "--folder", "story", "--snapshot", snap.ID, "--name", "vm1-image", "--family", "base")
+	if err := json.Unmarshal(op.Response, &fromSnap); err != nil || fromSnap.ID == "" {
+		t.Fatalf("operation response %s: %v", op.Response, err)
+	}
 	var latest apitypes.Image
 	d.ok(t, -1, &latest, "image", "latest", "--folder", "story", "--family", "base")
 	if latest.ID != fromSnap.ID {

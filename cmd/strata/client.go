@@ -13,6 +13,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"strata/api/apitypes"
 )
 
 // defaultSockets are tried in order when neither --socket nor STRATA_SOCKET
@@ -39,8 +41,9 @@ func resolveSocket(flag string) string {
 
 // client talks HTTP/JSON to stratad over its Unix socket.
 type client struct {
-	socket string
-	http   *http.Client
+	socket  string
+	http    *http.Client
+	idemKey string // sent on every mutation when set
 }
 
 func newClient(socket string) *client {
@@ -108,6 +111,9 @@ func (c *client) newRequest(ctx context.Context, method, path string, query url.
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.idemKey != "" && method != http.MethodGet {
+		req.Header.Set(apitypes.IdempotencyHeader, c.idemKey)
+	}
 	return req, nil
 }
 

@@ -21,6 +21,7 @@ type app struct {
 	async      bool
 	quiet      bool
 	folder     string
+	idemKey    string
 
 	c      *client
 	stdout io.Writer
@@ -63,6 +64,7 @@ STRATA_FOLDER to skip --folder.`,
 				return fmt.Errorf("--format %q: want table, json or id", a.format)
 			}
 			a.c = newClient(resolveSocket(a.socketFlag))
+			a.c.idemKey = a.idemKey
 			return nil
 		},
 	}
@@ -75,6 +77,8 @@ STRATA_FOLDER to skip --folder.`,
 	pf.StringVarP(&a.format, "output", "o", "table", "output: table, json or id (same as --format)")
 	pf.BoolVar(&a.async, "async", false, "do not wait for a mutation's operation; print it and return")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress bars")
+	pf.StringVar(&a.idemKey, "idempotency-key", "",
+		"send this Idempotency-Key with the mutation: repeating the command with the same key returns the first operation instead of doing the work twice")
 	root.AddCommand(
 		a.folderCommand(),
 		a.imageCommand(),
