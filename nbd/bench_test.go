@@ -12,8 +12,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -178,7 +181,8 @@ func BenchmarkRead4KQD1(b *testing.B)   { benchPipelined(b, cmdRead, 4<<10, 1) }
 // BenchmarkFioVsNbdkitMemory runs fio's nbd engine (iodepth 32) against this
 // server over an in-memory export and against `nbdkit memory`, interleaved,
 // and reports both and the ratio. It needs fio and nbdkit, and takes about
-// NBD_FIO_SECONDS (default 3) x 8 runs.
+// NBD_FIO_SECONDS (default 3) x 8 runs. NBD_FIO_JOBS (e.g. "seqread-1m")
+// picks jobs by name.
 //
 //	go test ./nbd -run '^$' -bench FioVsNbdkit -benchtime 1x
 func BenchmarkFioVsNbdkitMemory(b *testing.B) {
@@ -229,10 +233,20 @@ func BenchmarkFioVsNbdkitMemory(b *testing.B) {
 		{"randread-64k", "randread", "64k", "MB/s"},
 		{"seqread-1m", "read", "1m", "MB/s"},
 	}
+	// Throughput swings with the machine's load; server CPU time per I/O
+	// does much less, so it is reported too (ours: this process's rusage,
+	// which during the run is the server; nbdkit's: /proc/<pid>/stat).
 	for i := 0; i < b.N; i++ {
 		for _, j := range jobs {
+			if only := os.Getenv("NBD_FIO_JOBS"); only != "" && !strings.Contains(only, j.name) {
+				continue
+			}
+			c0 := selfCPU()
 			a := runFio(b, ours, j.rw, j.bs, secs)
+			a.cpu = selfCPU() - c0
+			k0 := procCPU(b, kit.Process.Pid)
 			k := runFio(b, theirs, j.rw, j.bs, secs)
+			k.cpu = procCPU(b, kit.Process.Pid) - k0
 			pick := func(r fioResult) float64 {
 				if j.unit == "iops" {
 					return r.iops
@@ -242,12 +256,38 @@ func BenchmarkFioVsNbdkitMemory(b *testing.B) {
 			b.ReportMetric(pick(a), j.name+"-strata-"+j.unit)
 			b.ReportMetric(pick(k), j.name+"-nbdkit-"+j.unit)
 			b.ReportMetric(pick(a)/pick(k), j.name+"-ratio")
-			b.Logf("%-13s strata %10.0f %s  nbdkit-memory %10.0f %s  ratio %.2f", j.name, pick(a), j.unit, pick(k), j.unit, pick(a)/pick(k))
+			b.Logf("%-13s strata %8.0f %s (%5.1f us CPU/IO)  nbdkit-memory %8.0f %s (%5.1f us CPU/IO)  ratio %.2f",
+				j.name, pick(a), j.unit, a.cpuPerIO(), pick(k), j.unit, k.cpuPerIO(), pick(a)/pick(k))
 		}
 	}
 }
 
-type fioResult struct{ iops, bw float64 }
+type fioResult struct {
+	iops, bw float64
+	ios      float64
+	cpu      time.Duration
+}
+
+func (r fioResult) cpuPerIO() float64 { return float64(r.cpu.Microseconds()) / max(r.ios, 1) }
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU reads utime+stime of pid from /proc (clock ticks of 10 ms).
+func procCPU(b *testing.B, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the parenthesized command name; utime, stime are 14, 15.
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
 
 func runFio(b *testing.B, uri, rw, bs, secs string) fioResult {
 	b.Helper()
@@ -262,6 +302,7 @@ func runFio(b *testing.B, uri, rw, bs, secs string) fioResult {
 			Read, Write struct {
 				IOPS float64 `json:"iops"`
 				BW   float64 `json:"bw_bytes"`
+				IOs  float64 `json:"total_ios"`
 			}
 		} `json:"jobs"`
 	}
@@ -272,5 +313,5 @@ func runFio(b *testing.B, uri, rw, bs, secs string) fioResult {
 		b.Fatalf("fio output: %v\n%s", err, out)
 	}
 	j := r.Jobs[0]
-	return fioResult{iops: j.Read.IOPS + j.Write.IOPS, bw: j.Read.BW + j.Write.BW}
+	return fioResult{iops: j.Read.IOPS + j.Write.IOPS, bw: j.Read.BW + j.Write.BW, ios: j.Read.IOs + j.Write.IOs}
 }
