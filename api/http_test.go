@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -432,4 +433,36 @@ func TestConnContextReadsPeerCredentials(t *testing.T) {
 	if id := <-got; id.Known {
 		t.Errorf("TCP peer has an identity: %+v", id)
 	}
+}
+
+// TestHTTPRefusedUploadAnswersBeforeTheBody checks that a refused upload
+// (here: the pooled quota) answers at once with its error, without the
+// daemon reading the file, however large.
+func TestHTTPRefusedUploadAnswersBeforeTheBody(t *testing.T) {
+	e := newEnv(t, Config{})
+	c := serve(t, e)
+	var op apitypes.Operation
+	c.ok("POST", "/compute/v1/folders", apitypes.CreateFolderRequest{Name: "web"}, &op)
+	body := &countingReader{r: bytes.NewReader(make([]byte, 64<<20))}
+	st, er := c.do("POST", "/compute/v1/images:upload?folderId=web&pooled=true", body, nil)
+	if st != http.StatusTooManyRequests || er.Code != apitypes.CodeResourceExhausted {
+		t.Fatalf("pooled upload: %d %+v", st, er)
+	}
+	if n := body.n.Load(); n >= 64<<20 {
+		t.Errorf("the whole %d-byte body was sent before the refusal", n)
+	}
+	// The connection is usable again for the next call.
+	c.ok("GET", "/compute/v1/folders/web", nil, nil)
+}
+
+// countingReader counts what the client's write loop took of a body.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
