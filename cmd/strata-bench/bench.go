@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -345,6 +344,3 @@ func (b *bench) run(ctx context.Context, phs []phase) ([]phaseResult, error) {
 	}
 	return results, nil
 }
-
-// errUsage: bad flags.
-var errUsage = errors.New("usage")

@@ -33,6 +33,9 @@ import (
 	"time"
 )
 
+// errUsage: bad flags.
+var errUsage = errors.New("usage")
+
 // config is the command line.
 type config struct {
 	Size       int64
