@@ -38,14 +38,18 @@ func TestMain(m *testing.M) {
 }
 
 // crashBatch is the deterministic content of batch n: which blocks it
-// writes and with what.
+// writes and with what (nil: the block is trimmed). Written blocks start
+// with the batch number, so a block read back names the batch it is from.
 func crashBatch(n int) (blocks []int64, data [][]byte) {
 	rng := rand.New(rand.NewPCG(uint64(n), 99))
 	for i := 0; i < crashBatchBlocks; i++ {
 		b := rng.Int64N(crashDiskSize / blockSize)
-		p := make([]byte, blockSize)
-		fillRand(rng, p)
-		binary.LittleEndian.PutUint64(p, uint64(n))
+		var p []byte
+		if rng.IntN(4) != 0 {
+			p = make([]byte, blockSize)
+			fillRand(rng, p)
+			binary.LittleEndian.PutUint64(p, uint64(n)+1)
+		}
 		blocks = append(blocks, b)
 		data = append(data, p)
 	}
@@ -58,7 +62,11 @@ func crashModel(n int) []byte {
 	for i := 0; i < n; i++ {
 		blocks, data := crashBatch(i)
 		for j, b := range blocks {
-			copy(img[b*blockSize:], data[j])
+			if data[j] == nil {
+				clear(img[b*blockSize : (b+1)*blockSize])
+			} else {
+				copy(img[b*blockSize:], data[j])
+			}
 		}
 	}
 	return img
@@ -98,7 +106,13 @@ func crashChild(dir string) error {
 	for n := prog.batches; ; n++ {
 		blocks, data := crashBatch(n)
 		for j, b := range blocks {
-			if err := v.WriteAt(ctx, data[j], b*blockSize, false); err != nil {
+			var err error
+			if data[j] == nil {
+				err = v.Trim(ctx, b*blockSize, blockSize, false)
+			} else {
+				err = v.WriteAt(ctx, data[j], b*blockSize, false)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -227,20 +241,23 @@ func TestCrashKillNineKeepsFlushedWrites(t *testing.T) {
 		// kill fell between their writes and the progress record); every
 		// other block must hold exactly the flushed state.
 		want := crashModel(p.batches)
-		uncertain := map[int64]bool{}
+		uncertain := map[int64]bool{} // written by an unflushed batch
+		trimmed := map[int64]bool{}   // trimmed by an unflushed batch
 		for n := p.batches; n < p.batches+2; n++ {
-			blocks, _ := crashBatch(n)
-			for _, b := range blocks {
+			blocks, data := crashBatch(n)
+			for j, b := range blocks {
 				uncertain[b] = true
+				trimmed[b] = trimmed[b] || data[j] == nil
 			}
 		}
 		for b := int64(0); b < crashDiskSize/blockSize; b++ {
 			g := got[b*blockSize : (b+1)*blockSize]
 			w := want[b*blockSize : (b+1)*blockSize]
 			if uncertain[b] {
-				n := binary.LittleEndian.Uint64(g)
-				if !bytes.Equal(g, w) && (n < uint64(p.batches) || n > uint64(p.batches+1)) {
-					t.Fatalf("round %d: block %d holds batch %d, flushed up to %d", round, b, n, p.batches)
+				n := binary.LittleEndian.Uint64(g) // batch+1, 0 for zeros
+				fromUnflushed := n > uint64(p.batches) && n <= uint64(p.batches+2)
+				if !bytes.Equal(g, w) && !fromUnflushed && !(trimmed[b] && isZero(g)) {
+					t.Fatalf("round %d: block %d holds batch %d, flushed up to %d", round, b, int64(n)-1, p.batches)
 				}
 				continue
 			}
