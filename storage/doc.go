@@ -43,18 +43,22 @@
 // it has committed (count >= 1) the lease no longer matters. Deleting the
 // map is the reverse: AddRef(id, -1) in the transaction that deletes it.
 // At zero the chunk enters the GC queue; GC frees it after GCGrace unless
-// a lease holds it or a Put deduplicated onto it meanwhile (which revives
-// it: it is held by that Put's lease and its grace starts over).
+// a lease holds it. A Put that deduplicates onto a queued chunk holds it
+// under its lease like a new one; if it is still unreferenced when that
+// lease ends, GC may free it once its grace (counted from when it reached
+// zero) has run out.
 //
 // # Concurrency
 //
 // Every method is safe for concurrent use. Transactions are Badger's
 // optimistic, serialisable snapshot transactions: two that change the same
-// chunk's count conflict, and Update runs the loser's fn again. GC runs
-// beside the data path without a store-wide lock; it reads and deletes each
-// chunk's reference record in a transaction, so a concurrent AddRef or Put
-// of that chunk makes one side's commit fail and a referenced chunk is
-// never freed.
+// chunk's count conflict, and Update runs the loser's fn again (so fn may
+// run more than once). GC runs beside the data path without a store-wide
+// lock: it reads and deletes each chunk's reference record in a
+// transaction, so a concurrent AddRef of that chunk makes one side's
+// commit fail; a Put that deduplicates onto a chunk being freed is ordered
+// against GC by a per-chunk stripe lock (see commitPuts). A referenced or
+// leased chunk is never freed.
 //
 // # Durability
 //

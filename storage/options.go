@@ -11,7 +11,7 @@ import (
 // Options are the store's tunables. See DefaultOptions for the measured defaults.
 type Options struct {
 	ChunkSize        int           // bytes, power of two, 4 KiB..64 KiB; fixed at creation
-	CompressionLevel int           // zstd encoder level (1 fastest .. 4 best, as in klauspost/compress)
+	CompressionLevel int           // 1 (fastest, the default) .. 5 (best); see zstdLevel
 	GCGrace          time.Duration // how long a zero-ref chunk waits before it is freed
 	GCInterval       time.Duration // background GC period; 0 disables the loop
 	Workers          int           // import pipeline workers; 0 = GOMAXPROCS
@@ -43,9 +43,10 @@ func DefaultOptions() Options {
 		// writes never cut a chunk. The price is the map (2 MiB per GiB,
 		// 8 bytes a chunk) and per-chunk work on import.
 		ChunkSize: 4 << 10,
-		// Level 1 (zstd "fastest"): import must keep up with 500 MB/s on two
-		// cores; higher levels roughly halve compression speed for a few
-		// percent of size on OS images.
+		// Level 1 (zstd "fastest" without literal entropy coding): import
+		// must keep up with 500 MB/s on two cores, and at 4 KiB chunks
+		// this is 2.3x faster than plain "fastest" for 9 % more bytes
+		// (measured in zstdLevel's comment).
 		CompressionLevel: 1,
 		// A chunk whose last reference went away is kept this long, so a
 		// client holding an id it read just before (a map being copied
