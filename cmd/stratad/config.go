@@ -5,13 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"strata/api"
 )
 
 // config is everything the daemon can be told. Every field is one flag; a
@@ -42,8 +47,12 @@ type config struct {
 	CacheBytes  sizeValue
 	SealWorkers optInt
 
+	// api.Config, one to one.
 	AllowWindowsImport bool
-	ShutdownTimeout    time.Duration
+	Admins             []uint
+	DefaultQuotas      map[string]int64
+
+	ShutdownTimeout time.Duration
 }
 
 // unset marks tunables left to the storage and layer packages' measured
@@ -85,6 +94,10 @@ func (c *config) registerFlags(fs *pflag.FlagSet) {
 
 	fs.BoolVar(&c.AllowWindowsImport, "allow-windows-import", false,
 		"accept uploads of WINDOWS images (by default Windows images must be made from a disk or snapshot)")
+	fs.UintSliceVar(&c.Admins, "admins", nil,
+		"uids with every right on every folder, besides root and the daemon's own user (comma-separated)")
+	fs.StringToInt64Var(&c.DefaultQuotas, "default-quota", nil,
+		"per-folder limits for folders that set none, e.g. compute.diskPools.count=4,compute.images.size=1099511627776 (bytes)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second,
 		"on SIGTERM, how long to wait for NBD clients and API calls to finish before closing them")
 }
@@ -119,6 +132,21 @@ func (c *config) resolve() error {
 	if c.TLSClientCA != "" && c.TLSCert == "" {
 		return errors.New("--tls-client-ca needs --tls-cert and --tls-key")
 	}
+	for _, uid := range c.Admins {
+		if uid > math.MaxUint32 {
+			return fmt.Errorf("--admins: %d is not a uid", uid)
+		}
+	}
+	known := api.DefaultQuotas()
+	for name, v := range c.DefaultQuotas {
+		if _, ok := known[name]; !ok {
+			names := slices.Sorted(maps.Keys(known))
+			return fmt.Errorf("--default-quota: unknown quota %q (known: %s)", name, strings.Join(names, ", "))
+		}
+		if v < 0 {
+			return fmt.Errorf("--default-quota: %s=%d is negative", name, v)
+		}
+	}
 	return nil
 }
 
@@ -146,7 +174,7 @@ func loadConfigFile(fs *pflag.FlagSet, path string) error {
 		if f.Changed {
 			continue
 		}
-		val, err := jsonScalar(raw)
+		val, err := jsonScalar(raw, f.Value.Type())
 		if err != nil {
 			return fmt.Errorf("config file %s: key %q: %w", path, key, err)
 		}
@@ -157,8 +185,10 @@ func loadConfigFile(fs *pflag.FlagSet, path string) error {
 	return nil
 }
 
-// jsonScalar turns a JSON string, number or boolean into the text a flag parses.
-func jsonScalar(raw json.RawMessage) (string, error) {
+// jsonScalar turns a JSON value into the text a flag of type typ parses:
+// strings, numbers and booleans for every flag, lists for list flags and
+// objects for map flags.
+func jsonScalar(raw json.RawMessage, typ string) (string, error) {
 	var v any
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -172,9 +202,55 @@ func jsonScalar(raw json.RawMessage) (string, error) {
 		return v.String(), nil
 	case bool:
 		return strconv.FormatBool(v), nil
+	case []any:
+		if !strings.HasSuffix(typ, "Slice") {
+			return "", errors.New("a list is only for list flags")
+		}
+		// A list flag (--admins): the flag's own comma syntax.
+		parts := make([]string, len(v))
+		for i, e := range v {
+			p, err := scalarText(e)
+			if err != nil {
+				return "", err
+			}
+			parts[i] = p
+		}
+		return strings.Join(parts, ","), nil
+	case map[string]any:
+		if !strings.HasPrefix(typ, "stringTo") {
+			return "", errors.New("an object is only for key=value flags")
+		}
+		// A map flag (--default-quota): key=value pairs, in key order.
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			p, err := scalarText(v[k])
+			if err != nil {
+				return "", err
+			}
+			parts[i] = k + "=" + p
+		}
+		return strings.Join(parts, ","), nil
 	default:
-		return "", errors.New("want a string, number or boolean")
+		return "", errors.New("want a string, number, boolean, list or object")
 	}
+}
+
+// scalarText is the flag text of one JSON scalar inside a list or object.
+func scalarText(v any) (string, error) {
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case json.Number:
+		return v.String(), nil
+	case bool:
+		return strconv.FormatBool(v), nil
+	}
+	return "", errors.New("lists and objects may hold only strings, numbers and booleans")
 }
 
 // sizeValue is a byte count flag that takes 65536, 64K, 64KiB, 1.5G, ...

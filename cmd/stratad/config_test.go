@@ -114,6 +114,9 @@ func TestResolveDefaultsAndCombinations(t *testing.T) {
 		{[]string{"--nbd-tcp", "127.0.0.1:0", "--nbd-tcp-insecure", "--tls-client-ca", "ca.pem"}, "--tls-client-ca needs"},
 		{[]string{"--log-format", "xml"}, "console or json"},
 		{[]string{"--data-dir", ""}, "must not be empty"},
+		{[]string{"--default-quota", "compute.pools=3"}, "unknown quota"},
+		{[]string{"--default-quota", "compute.disks.count=-1"}, "negative"},
+		{[]string{"--admins", "4294967296"}, "not a uid"},
 	} {
 		c, _ := newFlags(t, tc.args...)
 		err := c.resolve()
@@ -188,5 +191,29 @@ func TestContribExampleConfigLoads(t *testing.T) {
 	}
 	if c.AdminSocket != "/run/strata/admin.sock" || c.CacheBytes != 1<<30 {
 		t.Fatalf("example config not applied: %+v", c)
+	}
+}
+
+func TestConfigFileListsAndMaps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(path, []byte(`{"admins": [1000, 1001], "default-quota": {"compute.diskPools.count": 4, "compute.images.count": 50}}`), 0o644)
+	c, fs := newFlags(t)
+	if err := loadConfigFile(fs, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.resolve(); err != nil {
+		t.Fatal(err)
+	}
+	ac := c.apiConfig("/spool", nil)
+	if len(ac.Admins) != 2 || ac.Admins[0] != 1000 || ac.Admins[1] != 1001 {
+		t.Fatalf("admins %v", ac.Admins)
+	}
+	if ac.DefaultQuotas["compute.diskPools.count"] != 4 || ac.DefaultQuotas["compute.images.count"] != 50 || len(ac.DefaultQuotas) != 2 {
+		t.Fatalf("default quotas %v", ac.DefaultQuotas)
+	}
+	os.WriteFile(path, []byte(`{"admins": [[1]]}`), 0o644)
+	_, fs = newFlags(t)
+	if err := loadConfigFile(fs, path); err == nil {
+		t.Fatal("nested list accepted")
 	}
 }

@@ -65,6 +65,20 @@ func (c *config) layerOptions() layer.Options {
 	return o
 }
 
+// apiConfig maps the config onto api.Config.
+func (c *config) apiConfig(spoolDir string, log *zap.Logger) api.Config {
+	ac := api.Config{
+		AllowWindowsImport: c.AllowWindowsImport,
+		SpoolDir:           spoolDir,
+		DefaultQuotas:      c.DefaultQuotas,
+		Logger:             log,
+	}
+	for _, uid := range c.Admins {
+		ac.Admins = append(ac.Admins, uint32(uid))
+	}
+	return ac
+}
+
 // run is the daemon's life: open, serve until ctx ends, shut down.
 func run(ctx context.Context, cfg *config, log *zap.Logger) (err error) {
 	lock, err := lockDataDir(cfg.DataDir)
@@ -105,11 +119,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger) (err error) {
 			log.Error("close layers", zap.Error(err))
 		}
 	}
-	svc, err := api.New(store, layers, api.Config{
-		AllowWindowsImport: cfg.AllowWindowsImport,
-		SpoolDir:           spoolDir,
-		Logger:             log.Named("api"),
-	})
+	svc, err := api.New(store, layers, cfg.apiConfig(spoolDir, log.Named("api")))
 	if err != nil {
 		closeLayers()
 		closeStore()
