@@ -211,6 +211,15 @@ func (d *daemon) stop(t *testing.T) {
 	}
 }
 
+// kill ends the daemon with SIGKILL, as a crash would.
+func (d *daemon) kill(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-d.exited
+}
+
 // result is one finished command.
 type result struct {
 	stdout, stderr string

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -121,4 +122,29 @@ func TestRestartClientReconnectsToItsExport(t *testing.T) {
 	// A fresh client sees both writes.
 	must(t, "qemu-io", "-r", "-f", "raw", d.uri(disk.ExportName),
 		"-c", "read -P 0x11 0 64k", "-c", "read -P 0x22 64k 64k", "-c", "read -P 0 128k 1M")
+}
+
+// TestKill9KeepsFlushedWritesAndReplacesStaleSockets crashes the daemon
+// (SIGKILL) after a client's flushed writes: the next start finds the
+// stale socket files and the lock of a dead process, takes over, and the
+// writes are there.
+func TestKill9KeepsFlushedWritesAndReplacesStaleSockets(t *testing.T) {
+	need(t, "qemu-io")
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
+	d.ok(t, -1, nil, "folder", "create", "crash")
+	var disk apitypes.Disk
+	d.ok(t, -1, &disk, "disk", "create", "--folder", "crash", "--size", "16M")
+	// An explicit flush, then a FUA write (qemu-io also flushes at exit).
+	d.nbdTool(t, -1, disk.ExportName, "qemu-io", "-f", "raw", d.uri(disk.ExportName),
+		"-c", "write -P 0x33 0 1M", "-c", "flush", "-c", "write -f -P 0x44 4M 64k")
+
+	d.kill(t)
+	for _, sock := range []string{d.admin, d.nbd} {
+		if _, err := os.Lstat(sock); err != nil {
+			t.Fatalf("after SIGKILL the socket %s should be left behind (that is what start must cope with): %v", sock, err)
+		}
+	}
+	d.start(t)
+	d.nbdTool(t, -1, disk.ExportName, "qemu-io", "-r", "-f", "raw", d.uri(disk.ExportName),
+		"-c", "read -P 0x33 0 1M", "-c", "read -P 0x44 4M 64k", "-c", "read -P 0 1M 3M")
 }
