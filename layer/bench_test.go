@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -74,13 +75,9 @@ func buildSyntheticLayer(tb testing.TB, m *Manager, size int64) LayerID {
 }
 
 func newBenchEnv(b *testing.B) *env {
-	e := newEnv(b, storage.DefaultOptions().ChunkSize)
-	e.m.Close()
-	m, err := Open(e.store, DefaultOptions())
-	if err != nil {
-		b.Fatal(err)
-	}
-	e.m = m
+	e := &env{t: b, dir: b.TempDir(), chunk: storage.DefaultOptions().ChunkSize, bench: true}
+	e.open()
+	b.Cleanup(e.close)
 	return e
 }
 
@@ -293,4 +290,57 @@ func BenchmarkMapMemory(b *testing.B) {
 	}
 	b.ReportMetric(perGiB, "bytes/GiB")
 	b.ReportMetric(perGiB/float64((1<<30)/e.m.chunkSize), "bytes/chunk")
+}
+
+// BenchmarkImport measures Import (storage's chunking pipeline plus this
+// package's map building) of 128 MiB of mixed data: a quarter zeros, a
+// quarter repeated, half random.
+func BenchmarkImport(b *testing.B) {
+	ctx := context.Background()
+	e := newBenchEnv(b)
+	const size = 128 << 20
+	data := make([]byte, size)
+	rng := rand.New(rand.NewPCG(5, 5))
+	fillRand(rng, data[size/2:])
+	for off := size / 4; off < size/2; off += 64 << 10 {
+		copy(data[off:off+64<<10], data[size/2:])
+	}
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Vary one byte per chunk so each run stores fresh chunks.
+		b.StopTimer()
+		for off := size / 2; off < size; off += int(e.m.chunkSize) {
+			data[off] = byte(i)
+		}
+		b.StartTimer()
+		p, err := e.m.Import(ctx, bytes.NewReader(data), size, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Abort()
+	}
+}
+
+// BenchmarkParallelWrite4K writes 4 KiB blocks at random from many
+// goroutines, as an NBD client with a deep queue does.
+func BenchmarkParallelWrite4K(b *testing.B) {
+	ctx := context.Background()
+	e := newBenchEnv(b)
+	v := e.openDisk(e.createDisk(0, benchImage, false))
+	defer v.Close()
+	b.SetParallelism(16)
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
+		p := make([]byte, blockSize)
+		fillRand(rng, p)
+		for pb.Next() {
+			if err := v.WriteAt(ctx, p, rng.Int64N(benchImage/blockSize)*blockSize, false); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
 }

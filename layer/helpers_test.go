@@ -16,6 +16,7 @@ type env struct {
 	chunk int
 	store *storage.Store
 	m     *Manager
+	bench bool // store defaults (big value-log files), manager defaults
 }
 
 func newEnv(t testing.TB, chunk int) *env {
@@ -40,12 +41,18 @@ func (e *env) tryOpen() error {
 	o.ChunkSize = e.chunk
 	o.GCInterval = 0
 	o.GCGrace = 0
-	o.ValueLogFileSize = 1 << 20
+	mo := Options{CacheBytes: 8 << 20}
+	if e.bench {
+		mo = DefaultOptions()
+	} else {
+		// Small value-log files, so GC in tests can give space back.
+		o.ValueLogFileSize = 1 << 20
+	}
 	s, err := storage.Open(e.dir, o)
 	if err != nil {
 		return err
 	}
-	m, err := Open(s, Options{CacheBytes: 8 << 20})
+	m, err := Open(s, mo)
 	if err != nil {
 		s.Close()
 		return err
