@@ -148,3 +148,28 @@ func TestKill9KeepsFlushedWritesAndReplacesStaleSockets(t *testing.T) {
 	d.nbdTool(t, -1, disk.ExportName, "qemu-io", "-r", "-f", "raw", d.uri(disk.ExportName),
 		"-c", "read -P 0x33 0 1M", "-c", "read -P 0x44 4M 64k", "-c", "read -P 0 1M 3M")
 }
+
+// TestOneWriterAtATimeAndPromptHandover: while one process has a disk open
+// for writing, another is refused; once the first exits, the next writer
+// gets the disk at once, even though the daemon is still closing the old
+// connection when it asks.
+func TestOneWriterAtATimeAndPromptHandover(t *testing.T) {
+	need(t, "qemu-io")
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
+	d.ok(t, -1, nil, "folder", "create", "w")
+	var disk apitypes.Disk
+	d.ok(t, -1, &disk, "disk", "create", "--folder", "w", "--size", "8M")
+
+	first := startQemuIO(t, "-f", "raw", d.uri(disk.ExportName))
+	first.do("write -P 0x61 0 64k", "wrote 65536/65536 bytes at offset 0")
+	if r := run(t, -1, "qemu-io", "-f", "raw", d.uri(disk.ExportName), "-c", "write -P 0x62 0 64k"); r.code == 0 {
+		t.Fatal("a second process opened a disk that already has a writer")
+	}
+	d.refused(t, disk.ExportName, "unixUser:0", apitypes.CodeFailedPrecondition)
+	io.WriteString(first.in, "quit\n")
+	<-first.done
+	// No wait for the daemon here: the handover is its job.
+	must(t, "qemu-io", "-f", "raw", d.uri(disk.ExportName), "-c", "read -P 0x61 0 64k", "-c", "write -P 0x62 64k 64k")
+	d.idle(t, disk.ExportName)
+	must(t, "qemu-io", "-r", "-f", "raw", d.uri(disk.ExportName), "-c", "read -P 0x61 0 64k", "-c", "read -P 0x62 64k 64k")
+}

@@ -349,7 +349,7 @@ func (e exports) Lookup(ctx context.Context, name string, peer nbd.Peer) (nbd.Ba
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", nbd.ErrPermission, err)
 	}
-	vol, err := e.svc.OpenExport(ctx, name, id)
+	vol, err := e.openExport(ctx, name, id)
 	if err != nil {
 		e.log.Info("export refused", zap.String("export", name), zap.String("peer", id.Subject()), zap.Error(err))
 		switch api.ErrorCode(err) {
@@ -362,6 +362,33 @@ func (e exports) Lookup(ctx context.Context, name string, peer nbd.Peer) (nbd.Ba
 		}
 	}
 	return newBackend(vol), nil
+}
+
+// writerGrace is how long a new writer waits for the previous one's
+// connection to finish closing. The slot is freed only after the old
+// connection's final flush, which can trail the old client's exit: a
+// hypervisor restarting its VM at once should not be refused for that.
+const writerGrace = 3 * time.Second
+
+// openExport asks the api for the export, waiting up to writerGrace while
+// the disk's previous writer is still being closed.
+func (e exports) openExport(ctx context.Context, name string, id api.Identity) (layer.Volume, error) {
+	deadline := time.Now().Add(writerGrace)
+	delay := 5 * time.Millisecond
+	for {
+		vol, err := e.svc.OpenExport(ctx, name, id)
+		if err == nil || !errors.Is(err, api.ErrWriterBusy) || time.Now().Add(delay).After(deadline) {
+			return vol, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		delay = min(2*delay, 200*time.Millisecond)
+	}
 }
 
 func (e exports) List(ctx context.Context, peer nbd.Peer) []nbd.ExportInfo {
