@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"strata/api/apitypes"
@@ -108,6 +109,14 @@ func TestAccessRolesAsOtherUsers(t *testing.T) {
 		t.Fatalf("uid %d without roles opened %s", stranger, disk.ExportName)
 	}
 	d.refused(t, disk.ExportName, "unixUser:65532", apitypes.CodePermissionDenied)
+	// NBD_OPT_LIST shows each user the exports it may open.
+	listURI := "nbd+unix:///?socket=" + d.nbd
+	if out := d.nbdTool(t, nobody, disk.ExportName, "nbdinfo", "--list", listURI); !strings.Contains(out, `"`+disk.ExportName+`"`) {
+		t.Fatalf("the disk's editor does not see %s in the export list:\n%s", disk.ExportName, out)
+	}
+	if r := run(t, stranger, "nbdinfo", "--list", listURI); strings.Contains(r.stdout, disk.ExportName) {
+		t.Fatalf("a user without roles sees %s in the export list:\n%s", disk.ExportName, r.stdout)
+	}
 
 	// A public image: every user may see and read it, nobody but editors
 	// and admins may delete it.
