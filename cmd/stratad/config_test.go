@@ -217,3 +217,16 @@ func TestConfigFileListsAndMaps(t *testing.T) {
 		t.Fatal("nested list accepted")
 	}
 }
+
+func TestCleanSpoolRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "upload-123"), []byte("half an image"), 0o600)
+	os.Mkdir(filepath.Join(dir, "export-9"), 0o700)
+	n, err := cleanSpool(dir)
+	if err != nil || n != 2 {
+		t.Fatalf("cleanSpool = %d, %v", n, err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}

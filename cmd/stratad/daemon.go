@@ -65,6 +65,22 @@ func (c *config) layerOptions() layer.Options {
 	return o
 }
 
+// cleanSpool empties the spool directory. Files there are uploads and
+// exports of a run that crashed: their operations are aborted when the api
+// starts, and with the data directory locked nothing else can own them.
+func cleanSpool(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("read spool directory: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return 0, fmt.Errorf("clean spool directory: %w", err)
+		}
+	}
+	return len(entries), nil
+}
+
 // apiConfig maps the config onto api.Config.
 func (c *config) apiConfig(spoolDir string, log *zap.Logger) api.Config {
 	ac := api.Config{
@@ -96,6 +112,11 @@ func run(ctx context.Context, cfg *config, log *zap.Logger) (err error) {
 	spoolDir := filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(spoolDir, 0o700); err != nil {
 		return fmt.Errorf("create spool directory: %w", err)
+	}
+	if n, err := cleanSpool(spoolDir); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("removed spool files a previous run left", zap.Int("files", n))
 	}
 
 	sopts, lopts := cfg.storageOptions(), cfg.layerOptions()
