@@ -21,9 +21,14 @@ scratch=$(mktemp -d "${TMPDIR:-/tmp}/strata-quickstart.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 # The working tree as it is (tracked and new files, not ignored ones such
 # as bin/ and var/), so uncommitted README edits are tested too.
-(cd "$root" && git ls-files -z -co --exclude-standard) \
-  | (cd "$root" && tar --null --ignore-failed-read -T - -cf - 2>/dev/null) \
-  | tar -xf - -C "$scratch"
+if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$root" && git ls-files -z -co --exclude-standard) \
+    | (cd "$root" && tar --null --ignore-failed-read -T - -cf - 2>/dev/null) \
+    | tar -xf - -C "$scratch"
+else
+  # Not a git checkout (a release tarball): everything but build output.
+  tar -C "$root" --exclude=./bin --exclude=./var -cf - . | tar -xf - -C "$scratch"
+fi
 
 # Debian's tools first, as in the Makefile: mkfs/e2fsck live in sbin.
 export PATH="/usr/bin:/usr/sbin:/sbin:$PATH"
