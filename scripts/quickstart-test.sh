@@ -38,6 +38,6 @@ printf '%s\n' "$block" | sed 's/^/  | /'
 # The quick start runs in a child shell with -x so a failure shows the
 # line; its EXIT trap stops whatever it started in the background.
 bash -c "set -euxo pipefail
-trap 'jobs -p | xargs -r kill 2>/dev/null; wait' EXIT
+trap '{ jobs -p | xargs -r kill; } 2>/dev/null || true; wait || true' EXIT
 $block"
 echo "quickstart-test: ok"
