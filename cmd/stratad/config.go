@@ -72,7 +72,7 @@ func (c *config) registerFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NBDTCP, "nbd-tcp", "",
 		"also serve NBD on this TCP address (e.g. 127.0.0.1:10809); needs --tls-cert and --tls-key, or --nbd-tcp-insecure")
 	fs.BoolVar(&c.NBDTCPInsecure, "nbd-tcp-insecure", false,
-		"allow --nbd-tcp without TLS: anyone who can connect may read every image; for tests on loopback only")
+		"allow --nbd-tcp without TLS (protocol tests on loopback): such clients carry no identity, so every export refuses them")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate the NBD TCP listener presents (STARTTLS)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "",
