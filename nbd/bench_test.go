@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +55,12 @@ func (f *flatBackend) ReadAt(_ context.Context, p []byte, off int64) error {
 		p, off = p[n:], off+int64(n)
 	}
 	return nil
+}
+
+// TryReadAt never blocks on I/O: the data is in memory.
+func (f *flatBackend) TryReadAt(p []byte, off int64) bool {
+	f.ReadAt(context.Background(), p, off)
+	return true
 }
 
 func (f *flatBackend) WriteAt(_ context.Context, p []byte, off int64, _ bool) error {
@@ -179,12 +186,15 @@ func BenchmarkWrite1MQD8(b *testing.B)  { benchPipelined(b, cmdWrite, 1<<20, 8) 
 func BenchmarkRead4KQD1(b *testing.B)   { benchPipelined(b, cmdRead, 4<<10, 1) }
 
 // BenchmarkFioVsNbdkitMemory runs fio's nbd engine (iodepth 32) against this
-// server over an in-memory export and against `nbdkit memory`, interleaved,
-// and reports both and the ratio. It needs fio and nbdkit, and takes about
-// NBD_FIO_SECONDS (default 3) x 8 runs. NBD_FIO_JOBS (e.g. "seqread-1m")
-// picks jobs by name.
+// server over an in-memory export, against `nbdkit memory` (the protocol
+// ceiling of a C server) and against `qemu-nbd` serving a raw file on tmpfs
+// with writeback cache, interleaved, and logs each figure, the server's CPU
+// time per I/O and our ratio to each. It needs fio, nbdkit and qemu-nbd, and
+// takes about NBD_FIO_SECONDS (default 3) x 12 runs. NBD_FIO_JOBS (e.g.
+// "seqread-1m") picks jobs by name; NBD_FIO_CPUPROFILE=prefix writes a CPU
+// profile of our server per job.
 //
-//	go test ./nbd -run '^$' -bench FioVsNbdkit -benchtime 1x
+//	go test ./nbd -run '^$' -bench FioVsNbdkit -benchtime 1x -v
 func BenchmarkFioVsNbdkitMemory(b *testing.B) {
 	const size = 1 << 30
 	secs := os.Getenv("NBD_FIO_SECONDS")
@@ -193,37 +203,33 @@ func BenchmarkFioVsNbdkitMemory(b *testing.B) {
 	}
 	ts := startServer(b, map[string]Backend{"": newFlat(size)}, nil)
 
+	// The same kind of data everywhere, so reads are not of holes.
+	shm, err := os.MkdirTemp("/dev/shm", "nbdbench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(shm) })
+	img := filepath.Join(shm, "disk.raw")
+	if err := os.WriteFile(img, bytes.Repeat(pattern(3, flatStripe), size/flatStripe), 0o600); err != nil {
+		b.Fatal(err)
+	}
 	kitSock := filepath.Join(ts.dir, "nbdkit.sock")
-	kit := exec.Command("/usr/sbin/nbdkit", "-f", "-U", kitSock, "memory", fmt.Sprint(size))
-	if _, err := os.Stat("/usr/sbin/nbdkit"); err != nil {
-		kit.Path = "/usr/bin/nbdkit"
-	}
-	if err := kit.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { kit.Process.Kill(); kit.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, err := os.Stat(kitSock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("nbdkit did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	ours := "nbd+unix:///?socket=" + ts.sock
-	theirs := "nbd+unix:///?socket=" + kitSock
-	// Fill nbdkit with the same kind of data so reads are not of holes.
-	img := filepath.Join(ts.dir, "fill.raw")
-	fill := bytes.Repeat(pattern(3, flatStripe), size/flatStripe)
-	if err := os.WriteFile(img, fill, 0o600); err != nil {
-		b.Fatal(err)
-	}
-	if out, err := exec.Command("/usr/bin/nbdcopy", img, theirs).CombinedOutput(); err != nil {
+	kit := startPeerServer(b, kitSock, "/usr/bin/nbdkit", "-f", "-U", kitSock, "memory", fmt.Sprint(size))
+	if out, err := exec.Command("/usr/bin/nbdcopy", img, "nbd+unix:///?socket="+kitSock).CombinedOutput(); err != nil {
 		b.Fatalf("nbdcopy: %v %s", err, out)
 	}
-	os.Remove(img)
+	qemuSock := filepath.Join(ts.dir, "qemu.sock")
+	qemu := startPeerServer(b, qemuSock, "/usr/bin/qemu-nbd", "-f", "raw", "-t", "-x", "", "--cache=writeback", "-k", qemuSock, img)
 
+	servers := []struct {
+		name string
+		uri  string
+		cpu  func() time.Duration
+	}{
+		{"strata", "nbd+unix:///?socket=" + ts.sock, selfCPU},
+		{"nbdkit-memory", "nbd+unix:///?socket=" + kitSock, func() time.Duration { return procCPU(b, kit) }},
+		{"qemu-nbd-tmpfs", "nbd+unix:///?socket=" + qemuSock, func() time.Duration { return procCPU(b, qemu) }},
+	}
 	jobs := []struct {
 		name, rw, bs string
 		unit         string
@@ -234,31 +240,68 @@ func BenchmarkFioVsNbdkitMemory(b *testing.B) {
 		{"seqread-1m", "read", "1m", "MB/s"},
 	}
 	// Throughput swings with the machine's load; server CPU time per I/O
-	// does much less, so it is reported too (ours: this process's rusage,
-	// which during the run is the server; nbdkit's: /proc/<pid>/stat).
+	// swings less, so it is reported too (ours: this process's rusage,
+	// which during the run is the server; the others': /proc/<pid>/stat).
 	for i := 0; i < b.N; i++ {
 		for _, j := range jobs {
 			if only := os.Getenv("NBD_FIO_JOBS"); only != "" && !strings.Contains(only, j.name) {
 				continue
 			}
-			c0 := selfCPU()
-			a := runFio(b, ours, j.rw, j.bs, secs)
-			a.cpu = selfCPU() - c0
-			k0 := procCPU(b, kit.Process.Pid)
-			k := runFio(b, theirs, j.rw, j.bs, secs)
-			k.cpu = procCPU(b, kit.Process.Pid) - k0
 			pick := func(r fioResult) float64 {
 				if j.unit == "iops" {
 					return r.iops
 				}
 				return r.bw / 1e6
 			}
-			b.ReportMetric(pick(a), j.name+"-strata-"+j.unit)
-			b.ReportMetric(pick(k), j.name+"-nbdkit-"+j.unit)
-			b.ReportMetric(pick(a)/pick(k), j.name+"-ratio")
-			b.Logf("%-13s strata %8.0f %s (%5.1f us CPU/IO)  nbdkit-memory %8.0f %s (%5.1f us CPU/IO)  ratio %.2f",
-				j.name, pick(a), j.unit, a.cpuPerIO(), pick(k), j.unit, k.cpuPerIO(), pick(a)/pick(k))
+			line := fmt.Sprintf("%-13s", j.name)
+			var ours float64
+			for si, sv := range servers {
+				prof := si == 0 && os.Getenv("NBD_FIO_CPUPROFILE") != ""
+				if prof {
+					// Profile only our server while fio drives it.
+					f, err := os.Create(os.Getenv("NBD_FIO_CPUPROFILE") + "." + j.name)
+					if err != nil {
+						b.Fatal(err)
+					}
+					pprof.StartCPUProfile(f)
+				}
+				c0 := sv.cpu()
+				r := runFio(b, sv.uri, j.rw, j.bs, secs)
+				r.cpu = sv.cpu() - c0
+				if prof {
+					pprof.StopCPUProfile()
+				}
+				v := pick(r)
+				b.ReportMetric(v, j.name+"-"+sv.name+"-"+j.unit)
+				line += fmt.Sprintf("  %s %7.0f %s (%4.0f us CPU/IO)", sv.name, v, j.unit, r.cpuPerIO())
+				if si == 0 {
+					ours = v
+				} else {
+					line += fmt.Sprintf(" x%.2f", ours/v)
+				}
+			}
+			b.Log(line)
 		}
+	}
+}
+
+// startPeerServer starts a server process that listens on sock and stops
+// it when the benchmark ends; it returns the pid.
+func startPeerServer(b *testing.B, sock string, path string, args ...string) int {
+	b.Helper()
+	cmd := exec.Command(path, args...)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := os.Stat(sock); err == nil {
+			return cmd.Process.Pid
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s did not start", path)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -189,7 +189,7 @@ func TestNbdinfoListShowsEveryExport(t *testing.T) {
 func TestQemuImgConvertReproducesExportByteForByte(t *testing.T) {
 	m := mixedDisk(24 << 20)
 	m.readOnly = true
-	ts := startServer(t, map[string]Backend{"image/x": m}, nil)
+	ts := startServer(t, map[string]Backend{"image/x": tryMem{m}}, nil)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.raw")
 	if err := os.WriteFile(src, m.snapshot(), 0o644); err != nil {

@@ -167,6 +167,17 @@ func (m *memBackend) fill(off int64, data []byte) {
 	m.readOnly = ro
 }
 
+// tryMem adds TryReader to a memBackend, declining one block in three so
+// that both the inline path and its fallback to a worker run.
+type tryMem struct{ *memBackend }
+
+func (t tryMem) TryReadAt(p []byte, off int64) bool {
+	if (off/memBlock)%3 == 0 {
+		return false
+	}
+	return t.ReadAt(context.Background(), p, off) == nil
+}
+
 // closingBackend counts Close calls, to check the io.Closer contract.
 type closingBackend struct{ *memBackend }
 

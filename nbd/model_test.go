@@ -26,7 +26,9 @@ func TestConcurrentConnectionsMatchModel(t *testing.T) {
 		rounds = 8
 	}
 	m := newMem(conns * region)
-	ts := startServer(t, map[string]Backend{"disk": m}, func(s *Server) { s.Workers = 8 })
+	// Two names for one disk: "try" reads inline on the reader goroutine
+	// where the backend allows it, "disk" always on workers.
+	ts := startServer(t, map[string]Backend{"disk": m, "try": tryMem{m}}, func(s *Server) { s.Workers = 8 })
 
 	models := make([][]byte, conns)
 	var wg sync.WaitGroup
@@ -64,7 +66,11 @@ func runModelConn(t *testing.T, sock string, ci int, model []byte, rounds int) e
 	rc := dialRaw(t, "unix", sock)
 	rc.greet(3)
 	structured := ci%2 == 0
-	rc.goExport("disk", structured, false)
+	export := "disk"
+	if ci%4 >= 2 {
+		export = "try"
+	}
+	rc.goExport(export, structured, false)
 	base := uint64(ci) * uint64(len(model))
 	nslots := len(model) / slot
 	type op struct {

@@ -47,6 +47,17 @@ type Cacher interface {
 	Cache(ctx context.Context, off, length int64) error
 }
 
+// TryReader is optionally implemented by a Backend that can often answer a
+// read from memory (a cache hit). TryReadAt fills p and returns true only if
+// it can do so without blocking on I/O or locks held across I/O; otherwise
+// it returns false, touching nothing, and the server calls ReadAt on a
+// worker. The server then answers small reads on the connection's reader
+// goroutine, skipping the handoff to a worker: at 4 KiB that handoff (a
+// thread wakeup and a scheduler pass) costs more than the read.
+type TryReader interface {
+	TryReadAt(p []byte, off int64) bool
+}
+
 // Peer identifies the client of a connection, for Exports to authorize.
 type Peer struct {
 	// Addr is the remote address ("@" or empty for most Unix clients).
