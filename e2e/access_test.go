@@ -128,6 +128,12 @@ func TestAccessRolesAsOtherUsers(t *testing.T) {
 	if !readsImage(stranger, pub.ExportName) {
 		t.Fatalf("uid %d could not read the public image over NBD", stranger)
 	}
+	// nobody has no role on it, yet may make a disk of it in its own folder.
+	var fromPub apitypes.Disk
+	d.ok(t, nobody, &fromPub, "disk", "create", "--folder", "mine", "--image", pub.ID, "--name", "from-public")
+	if fromPub.SourceImageID != pub.ID {
+		t.Fatalf("disk from the public image: %+v", fromPub)
+	}
 	d.fails(t, stranger, apitypes.CodePermissionDenied, "image", "delete", pub.ID)
 	d.fails(t, nobody, apitypes.CodePermissionDenied, "image", "delete", pub.ID)
 	d.fails(t, stranger, apitypes.CodePermissionDenied, "image", "get", priv.ID)
