@@ -16,10 +16,13 @@
 // Backend, or ErrUnknownExport / ErrPermission.
 //
 // In transmission one reader goroutine per connection parses requests and
-// runs each on its own goroutine; at most Server.Workers run at once, and at
-// most Server.MaxInFlightBytes of read and write data are held. Replies go
-// out as requests finish, out of order, under one write lock per connection;
-// replies that finish together share one write syscall. Buffers are pooled.
+// hands them to worker goroutines (at most Server.Workers, started on demand
+// and kept for the connection); at most Server.MaxInFlightBytes of read and
+// write data are held. Replies go out as requests finish, out of order,
+// under one write lock per connection; replies that finish together share
+// one write syscall. Small reads that the backend can serve without blocking
+// (TryReader) are answered by the reader itself, which saves a thread wakeup
+// per request. Buffers are pooled; the request path allocates nothing.
 // Several connections may serve the same export (NBD_FLAG_CAN_MULTI_CONN).
 //
 // # The Backend contract
@@ -50,8 +53,9 @@
 //     NO_HOLE); fastOnly (FAST_ZERO) asks for ErrNotFast instead of slow work.
 //   - Optional interfaces: BlockSizer (NBD_INFO_BLOCK_SIZE; a minimum above 1
 //     makes the server reject unaligned requests), Describer (export
-//     description), Cacher (NBD_CMD_CACHE), io.Closer (the server closes the
-//     handle Lookup returned when done with it).
+//     description), Cacher (NBD_CMD_CACHE), TryReader (a read that cannot
+//     block, e.g. a cache hit), io.Closer (the server closes the handle
+//     Lookup returned when done with it).
 //
 // # Errors
 //
