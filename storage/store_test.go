@@ -524,6 +524,20 @@ func TestLeaseProtectsUnreferencedChunks(t *testing.T) {
 	if st, _ := s.GC(ctx); st.FreedChunks != 1 {
 		t.Fatalf("GC after release freed %d, want 1", st.FreedChunks)
 	}
+	// Forget drops a hold the same way.
+	l3 := s.NewLease()
+	id3, err := s.Put(raw, l3)
+	if err != nil || l3.Held() != 1 {
+		t.Fatalf("Put: %v, held %d", err, l3.Held())
+	}
+	if st, _ := s.GC(ctx); st.FreedChunks != 0 {
+		t.Fatal("GC freed a leased chunk")
+	}
+	l3.Forget([]ChunkID{id3})
+	if st, _ := s.GC(ctx); st.FreedChunks != 1 || l3.Held() != 0 {
+		t.Fatalf("GC after Forget freed %d, held %d", st.FreedChunks, l3.Held())
+	}
+	l3.Release()
 	if _, err := s.Put(raw, l); !errors.Is(err, ErrLeaseReleased) {
 		t.Fatalf("Put under released lease: %v", err)
 	}
