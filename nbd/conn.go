@@ -439,9 +439,18 @@ func (c *conn) unlockW() {
 }
 
 func (c *conn) write(b []byte) {
-	if c.werr == nil {
-		_, c.werr = c.bw.Write(b)
+	if c.werr != nil {
+		return
 	}
+	if len(b) >= c.bw.Size() && c.bw.Buffered() > 0 {
+		// b cannot fit the buffer anyway, and bufio would first copy a
+		// buffer's worth of it: send what is queued, then b straight
+		// from its own memory.
+		if c.werr = c.bw.Flush(); c.werr != nil {
+			return
+		}
+	}
+	_, c.werr = c.bw.Write(b)
 }
 
 func putSimple(h []byte, errno uint32, cookie uint64) {
