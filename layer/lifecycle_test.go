@@ -194,9 +194,11 @@ func TestPooledImageOutlivesItsRecord(t *testing.T) {
 	if err := e.m.drain(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.m.OpenLayer(imgID); err != nil {
+	lv, err := e.m.OpenLayer(imgID)
+	if err != nil {
 		t.Fatalf("layer with disks on it is gone: %v", err)
 	}
+	lv.Close()
 	for _, id := range disks {
 		v := e.openDisk(id)
 		if got := readAll(t, v); !bytes.Equal(got, img) {

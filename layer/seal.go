@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"strata/storage"
@@ -153,8 +156,12 @@ func (m *Manager) sealLoop(l *layer) {
 	}
 }
 
-// sealBatchChunks bounds the chunks one staging txn covers.
-const sealBatchChunks = 64
+// sealBatchChunks bounds the chunks one staging txn covers; mergeFanout
+// is the merges in flight per seal worker (see mergeChunks).
+const (
+	sealBatchChunks = 64
+	mergeFanout     = 4
+)
 
 // seal builds l's map from its parent's map and its frozen overlay: every
 // chunk the overlay touches is merged (base bytes under dirty blocks),
@@ -185,8 +192,53 @@ func (m *Manager) seal(l *layer) error {
 	lease := m.store.NewLease()
 	defer lease.Release()
 
-	var batch []stagedLeaf
-	nb := 0
+	// Leaves to rebuild are gathered into groups of about sealBatchChunks
+	// chunks; a group's chunks merge in parallel, then its leaves are
+	// staged in one transaction.
+	type leafWork struct {
+		li  int64
+		cis []int64
+	}
+	var group []leafWork
+	gn := 0
+	flush := func() error {
+		if len(group) == 0 {
+			return nil
+		}
+		if err := m.ctx.Err(); err != nil {
+			return err
+		}
+		var all []int64
+		for _, w := range group {
+			all = append(all, w.cis...)
+		}
+		ids, err := m.mergeChunks(pbm, v.frozen, all, l.size, lease)
+		if err != nil {
+			return err
+		}
+		var batch []stagedLeaf
+		k := 0
+		for _, w := range group {
+			lf := newLeaf()
+			if p := pbm.leafOf(w.li); p != nil {
+				*lf.ids = *p.ids
+			}
+			for _, ci := range w.cis {
+				lf.ids[ci%fanout] = ids[k]
+				k++
+			}
+			if *lf.ids == ([fanout]storage.ChunkID{}) {
+				lf = nil
+			}
+			batch = append(batch, stagedLeaf{w.li, lf})
+		}
+		if err := m.stageLeaves(l.id, stateSealing, batch, leaves); err != nil {
+			return err
+		}
+		l.sealDone.Add(int64(len(all)))
+		group, gn = nil, 0
+		return nil
+	}
 	for i := 0; i < len(touched); {
 		li := touched[i] / fanout
 		j := i
@@ -195,43 +247,22 @@ func (m *Manager) seal(l *layer) error {
 		}
 		_, staged := leaves[li]
 		_, dirDone := dirs[li/fanout]
-		if staged || dirDone || touched[i] >= nchunks {
+		cis := slices.DeleteFunc(slices.Clone(touched[i:j]), func(ci int64) bool { return ci >= nchunks })
+		if staged || dirDone || len(cis) == 0 {
 			l.sealDone.Add(int64(j - i))
 			i = j
 			continue
 		}
-		if err := m.ctx.Err(); err != nil {
-			return err
-		}
-		lf := newLeaf()
-		if p := pbm.leafOf(li); p != nil {
-			*lf.ids = *p.ids
-		}
-		for _, ci := range touched[i:j] {
-			if ci >= nchunks {
-				continue
-			}
-			id, err := m.mergeChunk(pbm, v.frozen, ci, l.size, lease)
-			if err != nil {
+		group = append(group, leafWork{li, cis})
+		gn += len(cis)
+		if gn >= sealBatchChunks {
+			if err := flush(); err != nil {
 				return err
 			}
-			lf.ids[ci%fanout] = id
-			nb++
 		}
-		if *lf.ids == ([fanout]storage.ChunkID{}) {
-			lf = nil
-		}
-		batch = append(batch, stagedLeaf{li, lf})
-		if nb >= sealBatchChunks {
-			if err := m.stageLeaves(l.id, stateSealing, batch, leaves); err != nil {
-				return err
-			}
-			batch, nb = nil, 0
-		}
-		l.sealDone.Add(int64(j - i))
 		i = j
 	}
-	if err := m.stageLeaves(l.id, stateSealing, batch, leaves); err != nil {
+	if err := flush(); err != nil {
 		return err
 	}
 	if err := m.stageDirs(l.id, stateSealing, pbm, leaves, dirs); err != nil {
@@ -296,6 +327,32 @@ func (bm *blockMap) leafOf(li int64) *leaf {
 		return nil
 	}
 	return bm.leaves[li]
+}
+
+// mergeChunks merges chunks cis (see mergeChunk) on mergeFanout goroutines
+// per seal worker: a Put commits a store transaction, so a merge waits on
+// the commit about as long as it computes (hash, compress); several in
+// flight keep the cores busy and let the store batch commits.
+func (m *Manager) mergeChunks(pbm *blockMap, ov *overlay, cis []int64, size int64, lease *storage.Lease) ([]storage.ChunkID, error) {
+	ids := make([]storage.ChunkID, len(cis))
+	errs := make([]error, len(cis))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < min(mergeFanout*m.opts.SealWorkers, len(cis)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= len(cis) {
+					return
+				}
+				ids[k], errs[k] = m.mergeChunk(pbm, ov, cis[k], size, lease)
+			}
+		}()
+	}
+	wg.Wait()
+	return ids, errors.Join(errs...)
 }
 
 // mergeChunk returns the id of chunk ci of a layer of size bytes: the base
