@@ -607,3 +607,40 @@ func TestUncommittedImportAndSealResume(t *testing.T) {
 		t.Fatalf("%d chunks left: the uncommitted import was not dropped", n)
 	}
 }
+
+// TestPooledDisksShareTheCache reads a pooled image through several disks
+// at once: each chunk is read from the store once, whatever the number of
+// disks.
+func TestPooledDisksShareTheCache(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 16<<10)
+	const size = 1 << 20
+	img := make([]byte, size)
+	fillRand(rand.New(rand.NewPCG(13, 13)), img)
+	id := e.importBytes(img)
+	m0 := e.m.cache.misses.Load()
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		v := e.openDisk(e.createDisk(id, size, true))
+		defer v.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := make([]byte, 4096)
+			for off := int64(0); off < size; off += int64(len(p)) {
+				if err := v.ReadAt(ctx, p, off); err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(p, img[off:off+int64(len(p))]) {
+					t.Errorf("read at %d differs", off)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := e.m.cache.misses.Load() - m0; n != size/(16<<10) {
+		t.Fatalf("%d chunk reads from the store for %d chunks read by 4 disks", n, size/(16<<10))
+	}
+}
