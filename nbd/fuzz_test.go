@@ -25,7 +25,7 @@ func fuzzServer() *Server {
 	ro := newMem(1 << 20)
 	ro.readOnly = true
 	return &Server{
-		Exports:    &mapExports{m: map[string]Backend{"d": newMem(1 << 20), "ro": ro}, deny: map[string]bool{"x": true}},
+		Exports:    &mapExports{m: map[string]Backend{"d": tryMem{newMem(1 << 20)}, "ro": ro}, deny: map[string]bool{"x": true}},
 		MaxPayload: 64 << 10,
 		Workers:    4,
 	}
