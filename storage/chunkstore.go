@@ -352,7 +352,6 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 	var res putResult
 	tx := s.db.NewTransaction(true)
 	defer tx.Discard()
-	now := time.Now().UnixNano()
 	hold := func(id ChunkID) error {
 		if l == nil {
 			return nil
@@ -404,12 +403,24 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 			if err := hold(id); err != nil {
 				return res, err
 			}
-			rr := refRecord{zeroSince: now, rawLen: uint32(len(it.raw)), storedLen: uint32(len(it.rec)), hash: it.hash}
+			// Fresh: count 0 and not in the GC queue (zeroSince 0). The
+			// lease holds it; Release (or Open, after a crash) queues it
+			// if it is still unreferenced then. Not queueing here saves a
+			// queue entry now and its deletion when the chunk is first
+			// referenced, which is what happens to nearly every chunk.
+			rr := refRecord{rawLen: uint32(len(it.raw)), storedLen: uint32(len(it.rec)), hash: it.hash}
+			if l == nil {
+				// No lease will queue it: queue it now; GCGrace is all
+				// that protects it.
+				rr.zeroSince = time.Now().UnixNano()
+				if err := tx.Set(zeroKey(rr.zeroSince, id), nil); err != nil {
+					return res, err
+				}
+			}
 			for _, kv := range [][2][]byte{
 				{idKey(nsChunk, id), it.rec},
 				{hk, binary.BigEndian.AppendUint64(nil, uint64(id))},
 				{idKey(nsRef, id), rr.marshal()},
-				{zeroKey(now, id), nil},
 			} {
 				if err := tx.Set(kv[0], kv[1]); err != nil {
 					return res, err

@@ -39,14 +39,16 @@
 //	// then, in one transaction: write the map and AddRef(id, +1) each id
 //	err = s.Update(func(tx *Txn) error { ... tx.Set(...); tx.AddRef(id, 1) ... })
 //
-// A new chunk starts at count 0 held by the lease. Once the map that uses
-// it has committed (count >= 1) the lease no longer matters. Deleting the
-// map is the reverse: AddRef(id, -1) in the transaction that deletes it.
-// At zero the chunk enters the GC queue; GC frees it after GCGrace unless
-// a lease holds it. A Put that deduplicates onto a queued chunk holds it
-// under its lease like a new one; if it is still unreferenced when that
-// lease ends, GC may free it once its grace (counted from when it reached
-// zero) has run out.
+// A new chunk starts fresh: count 0, held by the lease, not yet in the GC
+// queue. Once the map that uses it has committed (count >= 1) the lease no
+// longer matters (Lease.Forget lets a long import drop such chunks early).
+// Deleting the map is the reverse: AddRef(id, -1) in the transaction that
+// deletes it. A count reaching zero puts the chunk in the GC queue; so does
+// releasing a lease that holds a still-fresh chunk, and reopening the store
+// after a crash (no lease survives it). GC frees a queued chunk once it has
+// been there GCGrace, unless a lease holds it or it was referenced again.
+// A Put that deduplicates onto a queued chunk holds it under its lease
+// like a new one.
 //
 // # Concurrency
 //

@@ -1,7 +1,12 @@
 package storage
 
 import (
+	"errors"
+	"fmt"
 	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // Lease protects chunks written under it from GC until Release, so an
@@ -19,8 +24,9 @@ func (s *Store) NewLease() *Lease {
 	return &Lease{s: s, ids: make(map[ChunkID]struct{})}
 }
 
-// Release ends the lease; chunks still at zero references become collectable.
-// Calling it again does nothing.
+// Release ends the lease; chunks still at zero references become
+// collectable: fresh ones enter the GC queue now, so GCGrace counts from
+// the release. Calling it again does nothing.
 func (l *Lease) Release() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -28,7 +34,15 @@ func (l *Lease) Release() {
 		return
 	}
 	l.released = true
+	ids := make([]ChunkID, 0, len(l.ids))
 	for id := range l.ids {
+		ids = append(ids, id)
+	}
+	// Queue before dropping the holds, so no moment exists where a chunk
+	// is neither held nor queued. If queueing fails (the store is closing)
+	// the chunks stay fresh and Open queues them.
+	_ = l.s.queueFresh(ids)
+	for _, id := range ids {
 		l.s.holds.dec(id)
 	}
 	l.ids = nil
@@ -38,7 +52,7 @@ func (l *Lease) Release() {
 // so a long import's lease does not keep one entry per chunk (about 30
 // bytes each: 8 MB per GiB at 4 KiB chunks) until it ends. Forgetting a
 // chunk that is still unreferenced makes it collectable like Release.
-func (l *Lease) Forget(ids []ChunkID) { l.drop(ids) }
+func (l *Lease) Forget(ids []ChunkID) { l.dropIDs(ids, true) }
 
 // Held is the number of chunks the lease holds.
 func (l *Lease) Held() int {
@@ -65,10 +79,17 @@ func (l *Lease) add(id ChunkID) (fresh bool, err error) {
 
 // drop undoes add for ids whose transaction did not commit.
 func (l *Lease) drop(ids []ChunkID) {
+	l.dropIDs(ids, false)
+}
+
+func (l *Lease) dropIDs(ids []ChunkID, queue bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.released {
 		return
+	}
+	if queue {
+		_ = l.s.queueFresh(ids)
 	}
 	for _, id := range ids {
 		if _, ok := l.ids[id]; ok {
@@ -122,4 +143,49 @@ func (h *holdSet) held(id ChunkID) bool {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	return sh.m[id] > 0
+}
+
+// queueFresh puts the chunks among ids that are still fresh (count 0,
+// never queued) into the GC queue, in transactions of bounded size.
+func (s *Store) queueFresh(ids []ChunkID) error {
+	const batch = 1024
+	for len(ids) > 0 {
+		n := min(batch, len(ids))
+		part := ids[:n]
+		ids = ids[n:]
+		for attempt := 0; ; attempt++ {
+			err := s.db.Update(func(tx *badger.Txn) error {
+				now := time.Now().UnixNano()
+				for _, id := range part {
+					rk := idKey(nsRef, id)
+					rr, err := getRef(tx, rk)
+					if errors.Is(err, ErrNotFound) {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					if rr.count != 0 || rr.zeroSince != 0 {
+						continue
+					}
+					rr.zeroSince = now
+					if err := tx.Set(rk, rr.marshal()); err != nil {
+						return err
+					}
+					if err := tx.Set(zeroKey(now, id), nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err == nil {
+				break
+			}
+			if errors.Is(err, badger.ErrConflict) && attempt < commitRetries {
+				continue
+			}
+			return fmt.Errorf("storage: queue unreferenced chunks: %w", err)
+		}
+	}
+	return nil
 }

@@ -31,7 +31,8 @@ func (t *Txn) AddRef(id ChunkID, delta int64) error {
 		return fmt.Errorf("%w: chunk %d has %d, change %d", ErrRefUnderflow, id, rr.count, delta)
 	}
 	switch {
-	case rr.count == 0 && n > 0:
+	case rr.count == 0 && n > 0 && rr.zeroSince != 0:
+		// Leaving the GC queue (a fresh chunk was never in it).
 		if err := t.tx.Delete(zeroKey(rr.zeroSince, id)); err != nil {
 			return wrapSetErr(err)
 		}

@@ -87,9 +87,12 @@ func dirBytes(dir, suffix string) (int64, error) {
 	return total, err
 }
 
-// recount rebuilds the counters from the reference records.
+// recount rebuilds the counters from the reference records, and queues
+// for GC the fresh chunks a crash left behind (put under a lease that
+// never ended; no lease survives a restart).
 func (s *Store) recount() error {
 	var chunks, raw, stored, refRaw int64
+	var fresh []ChunkID
 	err := s.db.View(func(tx *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = []byte{nsRef}
@@ -101,6 +104,11 @@ func (s *Store) recount() error {
 				return err
 			}
 			chunks++
+			if rr.count == 0 && rr.zeroSince == 0 {
+				if id, ok := parseIDKey(it.Item().Key()); ok {
+					fresh = append(fresh, id)
+				}
+			}
 			raw += int64(rr.rawLen)
 			stored += int64(rr.storedLen)
 			refRaw += rr.count * int64(rr.rawLen)
@@ -114,5 +122,5 @@ func (s *Store) recount() error {
 	s.rawBytes.Store(raw)
 	s.storedBytes.Store(stored)
 	s.referencedRaw.Store(refRaw)
-	return nil
+	return s.queueFresh(fresh)
 }
