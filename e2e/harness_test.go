@@ -55,7 +55,7 @@ func runMain(m *testing.M) int {
 	}
 	// Built without -race: the daemon's own packages are race-tested in
 	// their unit tests; here the binaries only need to be the real ones.
-	build := exec.Command(goTool(), "build", "-o", dir+"/", "./cmd/stratad", "./cmd/strata")
+	build := exec.Command(goTool(), "build", "-buildvcs=false", "-o", dir+"/", "./cmd/stratad", "./cmd/strata")
 	build.Dir = repoRoot
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
