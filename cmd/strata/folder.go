@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"net/url"
 
@@ -79,30 +78,4 @@ func (a *app) folderCommand() *cobra.Command {
 	}
 	cmd.AddCommand(create, list, get, del)
 	return cmd
-}
-
-// listAll fetches every page of a list: q plus pageToken until the daemon
-// returns no next token.
-func listAll[R any, T any](a *app, ctx context.Context, path string, q url.Values, items func(*R) ([]T, string)) ([]T, error) {
-	var all []T
-	tok := ""
-	for {
-		qq := url.Values{}
-		for k, v := range q {
-			qq[k] = v
-		}
-		if tok != "" {
-			qq.Set("pageToken", tok)
-		}
-		var r R
-		if err := a.c.do(ctx, http.MethodGet, path, qq, nil, &r); err != nil {
-			return nil, err
-		}
-		page, next := items(&r)
-		all = append(all, page...)
-		if next == "" || next == tok {
-			return all, nil
-		}
-		tok = next
-	}
 }
