@@ -26,6 +26,19 @@ var (
 	ErrCorrupt = errors.New("storage: chunk corrupt")
 	// ErrNotFound: no such chunk or key.
 	ErrNotFound = errors.New("storage: not found")
+	// ErrTxnTooBig: a transaction grew past what Badger commits at once;
+	// split the work into smaller steps.
+	ErrTxnTooBig = errors.New("storage: transaction too big")
+	// ErrConflict: a transaction kept conflicting with concurrent ones and
+	// gave up after several retries.
+	ErrConflict = errors.New("storage: transaction conflict")
+	// ErrRefUnderflow: AddRef would take a reference count below zero
+	// (a double free in the caller).
+	ErrRefUnderflow = errors.New("storage: reference count below zero")
+	// ErrLeaseReleased: Put under a lease that was already released.
+	ErrLeaseReleased = errors.New("storage: lease released")
+	// ErrInvalid: a bad argument (chunk too long, bad options).
+	ErrInvalid = errors.New("storage: invalid argument")
 )
 
 // Store is the chunk store and the single Badger database of a data directory.
@@ -60,22 +73,6 @@ type Store struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
-
-var (
-	// ErrTxnTooBig: a transaction grew past what Badger commits at once;
-	// split the work into smaller steps.
-	ErrTxnTooBig = errors.New("storage: transaction too big")
-	// ErrConflict: a transaction kept conflicting with concurrent ones and
-	// gave up after several retries.
-	ErrConflict = errors.New("storage: transaction conflict")
-	// ErrRefUnderflow: AddRef would take a reference count below zero
-	// (a double free in the caller).
-	ErrRefUnderflow = errors.New("storage: reference count below zero")
-	// ErrLeaseReleased: Put under a lease that was already released.
-	ErrLeaseReleased = errors.New("storage: lease released")
-	// ErrInvalid: a bad argument (chunk too long, bad options).
-	ErrInvalid = errors.New("storage: invalid argument")
-)
 
 // commitRetries bounds how often a transaction that lost a conflict is run
 // again. Conflicts here are short-lived (two writers on one chunk's count),

@@ -8,7 +8,9 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 )
 
-// Options are the store's tunables. See DefaultOptions for the measured defaults.
+// Options are the store's tunables. See DefaultOptions for the measured
+// defaults. A zero ChunkSize, CompressionLevel or Workers takes the default;
+// a zero GCGrace really means none (start from DefaultOptions).
 type Options struct {
 	ChunkSize        int           // bytes, power of two, 4 KiB..64 KiB; fixed at creation
 	CompressionLevel int           // 1 (fastest, the default) .. 5 (best); see zstdLevel
