@@ -13,11 +13,10 @@ import (
 	"strata/storage"
 )
 
-// buildSyntheticLayer writes a ready layer of size bytes whose every chunk
-// is the same stored chunk (or, with distinct, a different id per leaf
-// entry drawn from a few real chunks): a big map built without storing big
-// data, through the same staging steps as an import.
-func buildSyntheticLayer(tb testing.TB, m *Manager, size int64) LayerID {
+// buildSyntheticLayer writes a ready layer of size bytes whose chunks cycle
+// through distinct stored chunks (1: one chunk repeated): a big map built
+// without storing big data, through the same staging steps as an import.
+func buildSyntheticLayer(tb testing.TB, m *Manager, size int64, distinct int) LayerID {
 	tb.Helper()
 	raw, err := m.newID()
 	if err != nil {
@@ -31,11 +30,15 @@ func buildSyntheticLayer(tb testing.TB, m *Manager, size int64) LayerID {
 	}
 	lease := m.store.NewLease()
 	defer lease.Release()
-	chunk := make([]byte, m.chunkSize)
-	fillRand(rand.New(rand.NewPCG(9, 9)), chunk)
-	cid, err := m.store.Put(chunk, lease)
-	if err != nil {
-		tb.Fatal(err)
+	rng := rand.New(rand.NewPCG(9, 9))
+	cids := make([]storage.ChunkID, distinct)
+	for i := range cids {
+		chunk := make([]byte, m.chunkSize)
+		fillRand(rng, chunk)
+		var err error
+		if cids[i], err = m.store.Put(chunk, lease); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	nchunks := ceilDiv(size, m.chunkSize)
 	staged := map[int64]uint64{}
@@ -43,10 +46,10 @@ func buildSyntheticLayer(tb testing.TB, m *Manager, size int64) LayerID {
 	for li := int64(0); li < ceilDiv(nchunks, fanout); li++ {
 		lf := newLeaf()
 		for j := int64(0); j < fanout && li*fanout+j < nchunks; j++ {
-			lf.ids[j] = cid
+			lf.ids[j] = cids[(li*fanout+j)%int64(distinct)]
 		}
 		batch = append(batch, stagedLeaf{li, lf})
-		if len(batch) == 64 || li == ceilDiv(nchunks, fanout)-1 {
+		if len(batch) == m.leavesPerTxn() || li == ceilDiv(nchunks, fanout)-1 {
 			if err := m.stageLeaves(id, statePending, batch, staged); err != nil {
 				tb.Fatal(err)
 			}
@@ -233,7 +236,7 @@ func BenchmarkCreate100GiB(b *testing.B) {
 	ctx := context.Background()
 	e := newBenchEnv(b)
 	const size = 100 << 30
-	img := buildSyntheticLayer(b, e.m, size)
+	img := buildSyntheticLayer(b, e.m, size, 1)
 	if _, err := e.m.getLayer(img); err != nil {
 		b.Fatal(err)
 	}
@@ -270,7 +273,7 @@ func BenchmarkCreate100GiB(b *testing.B) {
 func BenchmarkMapMemory(b *testing.B) {
 	e := newBenchEnv(b)
 	const size = 16 << 30
-	id := buildSyntheticLayer(b, e.m, size)
+	id := buildSyntheticLayer(b, e.m, size, 1)
 	var perGiB float64
 	for i := 0; i < b.N; i++ {
 		e.m.mu.Lock()

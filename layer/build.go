@@ -25,6 +25,14 @@ import (
 
 var errAbandoned = errors.New("layer: build abandoned (layer deleted)")
 
+// leavesPerTxn is how many new leaves one staging transaction may write:
+// a leaf costs up to two writes per entry (a chunk's count, and its GC
+// queue key when the count leaves zero) plus a few for the page, and
+// storage.MaxTxnWrites is what a transaction safely holds.
+func (m *Manager) leavesPerTxn() int {
+	return max(1, m.store.MaxTxnWrites()/(2*fanout+4))
+}
+
 type stagedLeaf struct {
 	li int64
 	l  *leaf // nil: all holes

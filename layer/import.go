@@ -21,9 +21,6 @@ type Pending struct {
 	once  sync.Once
 }
 
-// importBatchLeaves bounds the leaves one staging transaction writes.
-const importBatchLeaves = 16
-
 // Import reads a raw image of size bytes from r into a new pending layer.
 // progress, when not nil, gets the bytes read so far. A stream shorter
 // than size reads as zeros past its end; a longer one is an error.
@@ -61,7 +58,7 @@ func (p *Pending) build(ctx context.Context, r io.Reader, size int64, progress f
 			batch = append(batch, stagedLeaf{curLi, cur})
 			cur = nil
 		}
-		if len(batch) >= importBatchLeaves {
+		if len(batch) >= m.leavesPerTxn() {
 			err := m.stageLeaves(p.id, statePending, batch, staged)
 			batch = nil
 			return err

@@ -193,8 +193,9 @@ func (m *Manager) seal(l *layer) error {
 	defer lease.Release()
 
 	// Leaves to rebuild are gathered into groups of about sealBatchChunks
-	// chunks; a group's chunks merge in parallel, then its leaves are
-	// staged in one transaction.
+	// chunks (and at most leavesPerTxn leaves: every entry of a rewritten
+	// leaf is counted again); a group's chunks merge in parallel, then its
+	// leaves are staged in one transaction.
 	type leafWork struct {
 		li  int64
 		cis []int64
@@ -255,7 +256,7 @@ func (m *Manager) seal(l *layer) error {
 		}
 		group = append(group, leafWork{li, cis})
 		gn += len(cis)
-		if gn >= sealBatchChunks {
+		if gn >= sealBatchChunks || len(group) >= m.leavesPerTxn() {
 			if err := flush(); err != nil {
 				return err
 			}
