@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"strata/storage"
 )
@@ -18,7 +17,6 @@ type Pending struct {
 	id    LayerID
 	l     *layer
 	stats storage.ImportStats
-	once  sync.Once
 }
 
 // Import reads a raw image of size bytes from r into a new pending layer.
