@@ -53,3 +53,27 @@ func (t *Txn) AddRef(id ChunkID, delta int64) error {
 	t.refRaw += delta * int64(rr.rawLen)
 	return nil
 }
+
+// ChunkInfo is what the store knows about one chunk without reading it.
+type ChunkInfo struct {
+	Refs      int64 // reference count
+	RawLen    int   // raw bytes
+	StoredLen int   // bytes stored, after compression and header
+}
+
+// ChunkInfo returns the count and sizes of a chunk, for space accounting
+// (a chunk with one reference is unique to its holder). An unknown chunk
+// is ErrNotFound; ZeroChunk is all zeros and takes no space.
+func (t *Txn) ChunkInfo(id ChunkID) (ChunkInfo, error) {
+	if id == ZeroChunk {
+		return ChunkInfo{}, nil
+	}
+	rr, err := getRef(t.tx, idKey(nsRef, id))
+	if errors.Is(err, ErrNotFound) {
+		return ChunkInfo{}, fmt.Errorf("%w: chunk %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return ChunkInfo{}, fmt.Errorf("storage: chunk info %d: %w", id, err)
+	}
+	return ChunkInfo{Refs: rr.count, RawLen: int(rr.rawLen), StoredLen: int(rr.storedLen)}, nil
+}

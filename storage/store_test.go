@@ -277,6 +277,19 @@ func TestAddRefErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	err = s.View(func(tx *Txn) error {
+		info, err := tx.ChunkInfo(id)
+		if err != nil || info.Refs != 2 || info.RawLen != 4096 || info.StoredLen <= 0 || info.StoredLen > 4096+recordHeader {
+			t.Errorf("ChunkInfo = %+v, %v", info, err)
+		}
+		if _, err := tx.ChunkInfo(id + 1000); !errors.Is(err, ErrNotFound) {
+			t.Errorf("ChunkInfo of unknown chunk: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep, err := s.Audit(context.Background(), func(yield func(ChunkID) error) error {
 		yield(id)
 		return yield(id)
