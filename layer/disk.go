@@ -169,21 +169,41 @@ func (m *Manager) ResizeDisk(tx *storage.Txn, id DiskID, size int64) error {
 	if size < dm.Size {
 		return fmt.Errorf("%w: disk %d cannot shrink from %d to %d", ErrInvalid, id, dm.Size, size)
 	}
+	d, err := m.getDisk(id)
+	if err != nil {
+		return err
+	}
+	d.mu.RLock() // not across a snapshot's switch
+	defer d.mu.RUnlock()
+	ov := d.st.Load().ov
+	if ov.id != dm.Overlay {
+		return fmt.Errorf("%w: disk %d changed under the resize", ErrBusy, id)
+	}
+	// If the overlay holds blocks past the recorded end (a resize whose
+	// transaction never committed let a client write there), the new range
+	// is trimmed in the same transaction so they stay hidden.
+	b0, b1 := ceilDiv(dm.Size, blockSize), ceilDiv(size, blockSize)
+	if b1 > b0 && !ov.emptyRange(b0, b1) {
+		seq := ov.seq.Add(1)
+		rec := append([]byte{bTrim}, be64(uint64(b0))...)
+		if err := tx.Set(key(pfxRange, ov.id, seq), append(rec, be64(uint64(b1))...)); err != nil {
+			return err
+		}
+		ov.imu.Lock()
+		ov.setRangeLocked(b0, b1, bTrim)
+		ov.imu.Unlock()
+	}
 	dm.Size = size
 	if err := setJSON(tx, key(pfxDisk, uint64(id)), dm); err != nil {
 		return err
 	}
-	// Growing in memory at once is safe even if tx then fails: the new
-	// range reads as zeros and the record keeps the old size.
-	m.mu.Lock()
-	d := m.disks[id]
-	m.mu.Unlock()
-	if d != nil {
-		for {
-			cur := d.size.Load()
-			if cur >= size || d.size.CompareAndSwap(cur, size) {
-				break
-			}
+	// The handle grows at once; if tx then fails the record keeps the old
+	// size, and the trim above, written again by the next resize, hides
+	// anything written past it meanwhile.
+	for {
+		cur := d.size.Load()
+		if cur >= size || d.size.CompareAndSwap(cur, size) {
+			break
 		}
 	}
 	return nil

@@ -165,6 +165,35 @@ func (o *overlay) states(b0 int64, dst []uint8) {
 	}
 }
 
+// emptyRange reports whether no block of [b0, b1) is in the overlay.
+func (o *overlay) emptyRange(b0, b1 int64) bool {
+	o.imu.RLock()
+	defer o.imu.RUnlock()
+	for b := b0; b < b1; b++ {
+		if b%ovPageBlocks == 0 && o.page(b/ovPageBlocks) == nil {
+			b += ovPageBlocks - 1
+			continue
+		}
+		if o.stateLocked(b) != bNone {
+			return false
+		}
+	}
+	return true
+}
+
+// zeroCovered reports whether every block of [b0, b1) is written zeros or
+// trimmed: the bytes below do not matter.
+func (o *overlay) zeroCovered(b0, b1 int64) bool {
+	o.imu.RLock()
+	defer o.imu.RUnlock()
+	for b := b0; b < b1; b++ {
+		if s := o.stateLocked(b); s != bZero && s != bTrim {
+			return false
+		}
+	}
+	return true
+}
+
 // absent reports whether no index page covers blocks [b0, b1].
 func (o *overlay) absent(b0, b1 int64) bool {
 	for pi := b0 / ovPageBlocks; pi <= b1/ovPageBlocks; pi++ {

@@ -360,7 +360,11 @@ func (m *Manager) mergeChunks(pbm *blockMap, ov *overlay, cis []int64, size int6
 // chunk's bytes with the overlay's blocks over them.
 func (m *Manager) mergeChunk(pbm *blockMap, ov *overlay, ci, size int64, lease *storage.Lease) (storage.ChunkID, error) {
 	off := ci * m.chunkSize
-	buf := make([]byte, min(m.chunkSize, size-off))
+	n := min(m.chunkSize, size-off)
+	if ov.zeroCovered(off>>blockShift, ceilDiv(off+n, blockSize)) {
+		return storage.ZeroChunk, nil // trimmed or zeroed whole: no read, no put
+	}
+	buf := make([]byte, n)
 	if err := m.readMap(pbm, buf, off); err != nil {
 		return 0, err
 	}
