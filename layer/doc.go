@@ -68,4 +68,18 @@
 // A snapshot waits for writes in flight, so it holds exactly those
 // acknowledged before it. Releases (disks, snapshots, layers, overlays) run
 // as background jobs in bounded, resumable transactions.
+//
+// # Where things are
+//
+//	keys.go      the persisted records and their key layout
+//	blockmap.go  map pages: leaf and dir pages, their counts, loading
+//	build.go     staging steps shared by import and seal
+//	layer.go     a layer in memory: sealed map or frozen overlay over parent
+//	overlay.go   4 KiB overlay blocks, range records, the in-memory index
+//	disk.go      disks: create, delete, resize, the read-write Volume
+//	seal.go      Snapshot and the background seal
+//	import.go    Import and Pending
+//	cache.go     the shared cache of decoded chunks
+//	reaper.go    release jobs (disks, layers, pages, overlays)
+//	usage.go     space accounting; refs.go the audit's reference walk
 package layer
