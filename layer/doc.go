@@ -71,12 +71,16 @@
 //
 // # Where things are
 //
+//	contract.go  ids, errors, Usage, Extent, the Volume interface
+//	options.go   Options and their defaults
+//	manager.go   Open, Close, ids, layer lookup, holders, LayerInfo
 //	keys.go      the persisted records and their key layout
 //	blockmap.go  map pages: leaf and dir pages, their counts, loading
 //	build.go     staging steps shared by import and seal
 //	layer.go     a layer in memory: sealed map or frozen overlay over parent
 //	overlay.go   4 KiB overlay blocks, range records, the in-memory index
 //	disk.go      disks: create, delete, resize, the read-write Volume
+//	volume.go    OpenLayer and the read-only Volume
 //	seal.go      Snapshot and the background seal
 //	import.go    Import and Pending
 //	cache.go     the shared cache of decoded chunks
