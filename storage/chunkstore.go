@@ -360,6 +360,7 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 		return err
 	}
 	created := make(map[ChunkID]struct{})
+	var existing []ChunkID // deduplicated onto chunks committed before
 	for _, it := range items {
 		if it.zero {
 			continue
@@ -377,15 +378,7 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 			}
 			id := ChunkID(binary.BigEndian.Uint64(v))
 			if _, mine := created[id]; !mine {
-				ok, err := s.holdExisting(id, hold)
-				if err != nil {
-					return res, err
-				}
-				if !ok {
-					// GC freed it after our snapshot: start over, and
-					// the next snapshot stores the chunk anew.
-					return res, errChunkGone
-				}
+				existing = append(existing, id)
 			}
 			it.id, it.isNew = id, false
 			res.dedupChunks++
@@ -432,6 +425,17 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 			return res, err
 		}
 	}
+	if len(existing) > 0 {
+		ok, err := s.holdExisting(existing, hold)
+		if err != nil {
+			return res, err
+		}
+		if !ok {
+			// GC freed one after our snapshot: start over, and the next
+			// snapshot stores it anew.
+			return res, errChunkGone
+		}
+	}
 	// The commit mostly waits for Badger's single writer goroutine; give
 	// the CPU slot to another import worker meanwhile.
 	gate.leave()
@@ -443,27 +447,32 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 // put could hold it; the put retries with a fresh snapshot.
 var errChunkGone = errors.New("storage: chunk freed during put")
 
-// holdExisting holds id for a put that deduplicated onto it, and reports
-// whether it still exists (see commitPuts).
-func (s *Store) holdExisting(id ChunkID, hold func(ChunkID) error) (bool, error) {
-	mu := s.stripe(id)
-	mu.Lock()
-	defer mu.Unlock()
-	if err := hold(id); err != nil {
-		return false, err
+// holdExisting holds ids for a put that deduplicated onto them, and
+// reports whether they all still exist (see commitPuts). It takes their
+// stripe locks in ascending order, as GC does.
+func (s *Store) holdExisting(ids []ChunkID, hold func(ChunkID) error) (bool, error) {
+	unlock := s.lockStripes(ids)
+	defer unlock()
+	for _, id := range ids {
+		if err := hold(id); err != nil {
+			return false, err
+		}
 	}
+	all := true
 	err := s.db.View(func(tx *badger.Txn) error {
-		_, err := tx.Get(idKey(nsRef, id))
-		return err
+		for _, id := range ids {
+			_, err := tx.Get(idKey(nsRef, id))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				all = false
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, badger.ErrKeyNotFound):
-		return false, nil
-	default:
-		return false, err
-	}
+	return all && err == nil, err
 }
 
 // stripeCount chunk locks order GC's frees against puts that dedup onto

@@ -104,13 +104,13 @@ type gcDoomed struct {
 	rr refRecord
 }
 
-// lockStripes locks the stripes of the chunks in ascending order (puts
-// take one at a time, so no cycle is possible) and returns the unlock.
-func (s *Store) lockStripes(ds []gcDoomed) func() {
+// lockStripes locks the stripes of ids in ascending order (GC and puts
+// both do, so no cycle is possible) and returns the unlock.
+func (s *Store) lockStripes(ids []ChunkID) func() {
 	var idx []int
-	seen := make(map[int]bool, len(ds))
-	for _, d := range ds {
-		if i := stripeIndex(d.id); !seen[i] {
+	seen := make(map[int]bool, len(ids))
+	for _, id := range ids {
+		if i := stripeIndex(id); !seen[i] {
 			seen[i] = true
 			idx = append(idx, i)
 		}
@@ -166,7 +166,11 @@ func (s *Store) gcFree(cands []gcCand, cutoff int64, st *GCStats) error {
 			// them takes its hold under the same lock and then checks the
 			// chunk still exists (see commitPuts), so a hold is either seen
 			// here or the put sees the chunk gone.
-			unlock := s.lockStripes(doomed)
+			ids := make([]ChunkID, len(doomed))
+			for i, d := range doomed {
+				ids[i] = d.id
+			}
+			unlock := s.lockStripes(ids)
 			defer unlock()
 			for _, d := range doomed {
 				if s.holds.held(d.id) {
