@@ -48,6 +48,8 @@ func (p *Pending) build(ctx context.Context, r io.Reader, size int64, progress f
 	m := p.m
 	nchunks := ceilDiv(size, m.chunkSize)
 	staged := map[int64]uint64{}
+	lease := m.store.NewLease()
+	defer lease.Release()
 	var batch []stagedLeaf
 	var cur *leaf
 	curLi := int64(-1)
@@ -58,13 +60,14 @@ func (p *Pending) build(ctx context.Context, r io.Reader, size int64, progress f
 		}
 		if len(batch) >= m.leavesPerTxn() {
 			err := m.stageLeaves(p.id, statePending, batch, staged)
+			if err == nil {
+				forgetLeaves(lease, batch)
+			}
 			batch = nil
 			return err
 		}
 		return nil
 	}
-	lease := m.store.NewLease()
-	defer lease.Release()
 	emit := func(index int64, id storage.ChunkID) error {
 		if index >= nchunks {
 			if id == storage.ZeroChunk {
@@ -122,6 +125,24 @@ func (p *Pending) build(ctx context.Context, r io.Reader, size int64, progress f
 	}
 	p.l = newSealedLayer(p.id, size, bm)
 	return nil
+}
+
+// forgetLeaves lets the lease drop the chunks of staged leaves: their
+// counts now hold them, and a long import's lease would otherwise keep an
+// entry per chunk until it ends.
+func forgetLeaves(lease *storage.Lease, batch []stagedLeaf) {
+	var ids []storage.ChunkID
+	for _, s := range batch {
+		if s.l == nil {
+			continue
+		}
+		for _, id := range s.l.ids {
+			if id != storage.ZeroChunk {
+				ids = append(ids, id)
+			}
+		}
+	}
+	lease.Forget(ids)
 }
 
 // Stats of the import that made the pending layer.

@@ -236,6 +236,7 @@ func (m *Manager) seal(l *layer) error {
 		if err := m.stageLeaves(l.id, stateSealing, batch, leaves); err != nil {
 			return err
 		}
+		lease.Forget(slices.DeleteFunc(ids, func(id storage.ChunkID) bool { return id == storage.ZeroChunk }))
 		l.sealDone.Add(int64(len(all)))
 		group, gn = nil, 0
 		return nil
