@@ -45,6 +45,7 @@ type conn struct {
 	// Transmission state, fixed once negotiation ends.
 	be     Backend
 	tr     TryReader // be's non-blocking read, if it has one
+	tw     TryWriter // and write
 	export string
 	sess   session
 	flags  uint16
@@ -145,6 +146,7 @@ func (c *conn) transmit() {
 	}
 	defer closeBackend(c.be)
 	c.tr, _ = c.be.(TryReader)
+	c.tw, _ = c.be.(TryWriter)
 	var hdr [requestHeaderSize]byte
 	for {
 		if c.br.Buffered() < requestHeaderSize {
@@ -178,6 +180,13 @@ func (c *conn) transmit() {
 		}
 		if req.typ == cmdRead && c.tr != nil && c.readInline(req) {
 			continue
+		}
+		if req.typ == cmdWrite && c.tw != nil {
+			if done, ok := c.writeInline(req); !ok {
+				break
+			} else if done {
+				continue
+			}
 		}
 		var buf *[]byte
 		var held int64
@@ -269,6 +278,62 @@ func (c *conn) readInline(req request) bool {
 		c.write(h)
 	}
 	c.write(*buf)
+	c.inlineUnlock()
+	if m != nil {
+		m.Request(c.export, OpRead, int64(n), time.Since(start), 0)
+	}
+	return true
+}
+
+// writeInline offers a small write to the backend's TryWriter straight
+// from the reader's buffer (no copy, no handoff). done reports that the
+// request was answered; !ok that the connection failed.
+func (c *conn) writeInline(req request) (done, ok bool) {
+	n := int(req.length)
+	if n == 0 || n > inlineReadMax || n > c.br.Size() {
+		return false, true
+	}
+	var start time.Time
+	m := c.srv.Metrics
+	if m != nil {
+		start = time.Now()
+	}
+	p, err := c.br.Peek(n)
+	if err != nil {
+		return false, false
+	}
+	done, werr := c.tw.TryWriteAt(p, int64(req.offset), req.flags&cflagFUA != 0)
+	if !done {
+		return false, true // the payload is still unread: a worker takes it
+	}
+	c.br.Discard(n)
+	errno := errnoFor(werr)
+	if errno == 0 {
+		c.dirty.Store(true)
+	}
+	c.lockW()
+	h := c.hdr[:simpleReplySize]
+	putSimple(h, errno, req.cookie)
+	if errno != 0 && c.sess.structured {
+		h = c.hdr[:structuredHdrSize+6]
+		putChunk(h, replyFlagDone, chunkError, req.cookie, 6)
+		binary.BigEndian.PutUint32(h[20:], errno)
+		binary.BigEndian.PutUint16(h[24:], 0)
+	}
+	c.write(h)
+	c.inlineUnlock()
+	if errno == errnoIO {
+		c.srv.logf("nbd: write of %q at %d+%d: %v", c.export, req.offset, n, werr)
+	}
+	if m != nil {
+		m.Request(c.export, OpWrite, int64(n), time.Since(start), errno)
+	}
+	return true, true
+}
+
+// inlineUnlock ends a reply sent by the reader: it flushes only when no
+// further request is already buffered, so a burst leaves in one write.
+func (c *conn) inlineUnlock() {
 	c.needFlush = true
 	if c.waiting.Load() == 0 && c.br.Buffered() < requestHeaderSize && c.werr == nil {
 		c.werr = c.bw.Flush()
@@ -279,10 +344,6 @@ func (c *conn) readInline(req request) bool {
 	if failed {
 		c.raw.Close()
 	}
-	if m != nil {
-		m.Request(c.export, OpRead, int64(n), time.Since(start), 0)
-	}
-	return true
 }
 
 // flushPending sends replies left buffered.

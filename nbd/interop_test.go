@@ -212,7 +212,7 @@ func TestQemuImgConvertReproducesExportByteForByte(t *testing.T) {
 
 func TestQemuIoWritesReadsDiscardsZeroesAndFlushes(t *testing.T) {
 	m := newMem(8 << 20)
-	ts := startServer(t, map[string]Backend{"disk/q": m}, nil)
+	ts := startServer(t, map[string]Backend{"disk/q": tryMem{m}}, nil)
 	cmds := []string{
 		"write -P 0xab 0 64k",
 		"write -P 0xcd 1M 1M",
@@ -258,7 +258,7 @@ func TestQemuIoWritesReadsDiscardsZeroesAndFlushes(t *testing.T) {
 func TestNbdcopyBothWaysWithMultiConn(t *testing.T) {
 	src := mixedDisk(32 << 20)
 	dst := newMem(32 << 20)
-	ts := startServer(t, map[string]Backend{"src": src, "dst": dst}, nil)
+	ts := startServer(t, map[string]Backend{"src": src, "dst": tryMem{dst}}, nil)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "out.raw")
 	for _, conns := range []string{"1", "4"} {

@@ -178,6 +178,14 @@ func (t tryMem) TryReadAt(p []byte, off int64) bool {
 	return t.ReadAt(context.Background(), p, off) == nil
 }
 
+// TryWriteAt declines the same blocks, and FUA writes.
+func (t tryMem) TryWriteAt(p []byte, off int64, fua bool) (bool, error) {
+	if (off/memBlock)%3 == 0 || fua {
+		return false, nil
+	}
+	return true, t.WriteAt(context.Background(), p, off, fua)
+}
+
 // closingBackend counts Close calls, to check the io.Closer contract.
 type closingBackend struct{ *memBackend }
 

@@ -58,6 +58,16 @@ type TryReader interface {
 	TryReadAt(p []byte, off int64) bool
 }
 
+// TryWriter is optionally implemented by a Backend whose writes can often
+// complete without blocking (into memory, to be made durable by Flush).
+// TryWriteAt either does the whole write and returns done=true with its
+// result, or returns done=false having changed nothing, and the server
+// calls WriteAt on a worker. p is valid only during the call. With fua the
+// write must be durable on return, so most backends decline then.
+type TryWriter interface {
+	TryWriteAt(p []byte, off int64, fua bool) (done bool, err error)
+}
+
 // Peer identifies the client of a connection, for Exports to authorize.
 type Peer struct {
 	// Addr is the remote address ("@" or empty for most Unix clients).
