@@ -97,36 +97,63 @@ func (s *Store) Audit(ctx context.Context, refs RefSource, verify bool) (AuditRe
 	return rep, nil
 }
 
-// verifyAll decodes and checksums every stored chunk, streaming.
+// verifyAll decodes and checksums every stored chunk, streaming. It walks
+// the reference records and the chunk bodies side by side (both in id
+// order), so a record whose body is missing is reported as corrupt and a
+// body without a record (space nobody can free) as leaked.
 func (s *Store) verifyAll(ctx context.Context, rep *AuditReport) error {
 	err := s.db.View(func(tx *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte{nsChunk}
-		opts.PrefetchValues = false
-		it := tx.NewIterator(opts)
-		defer it.Close()
+		ropts := badger.DefaultIteratorOptions
+		ropts.Prefix = []byte{nsRef}
+		ropts.PrefetchValues = false
+		refs := tx.NewIterator(ropts)
+		defer refs.Close()
+		copts := badger.DefaultIteratorOptions
+		copts.Prefix = []byte{nsChunk}
+		copts.PrefetchValues = false
+		bodies := tx.NewIterator(copts)
+		defer bodies.Close()
+		refs.Rewind()
+		bodies.Rewind()
 		buf := make([]byte, 0, MaxChunkSize)
-		for it.Rewind(); it.Valid(); it.Next() {
+		for refs.Valid() || bodies.Valid() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			id, ok := parseIDKey(it.Item().Key())
-			if !ok {
-				continue
+			rid, rok := ChunkID(0), false
+			if refs.Valid() {
+				rid, rok = parseIDKey(refs.Item().Key())
 			}
-			err := it.Item().Value(func(v []byte) error {
-				var err error
-				buf, err = s.codec.decode(v, buf)
-				return err
-			})
-			if errors.Is(err, ErrCorrupt) {
-				s.corruptReads.Add(1)
-				rep.Corrupt = append(rep.Corrupt, id)
-				buf = make([]byte, 0, MaxChunkSize)
-				continue
+			cid, cok := ChunkID(0), false
+			if bodies.Valid() {
+				cid, cok = parseIDKey(bodies.Item().Key())
 			}
-			if err != nil {
-				return err
+			switch {
+			case refs.Valid() && !rok:
+				refs.Next()
+			case bodies.Valid() && !cok:
+				bodies.Next()
+			case rok && (!cok || rid < cid):
+				rep.Corrupt = append(rep.Corrupt, rid) // record without body
+				refs.Next()
+			case cok && (!rok || cid < rid):
+				rep.Leaked = append(rep.Leaked, cid) // body without record
+				bodies.Next()
+			default: // same id
+				err := bodies.Item().Value(func(v []byte) error {
+					var err error
+					buf, err = s.codec.decode(v, buf)
+					return err
+				})
+				if errors.Is(err, ErrCorrupt) {
+					s.corruptReads.Add(1)
+					rep.Corrupt = append(rep.Corrupt, cid)
+					buf = make([]byte, 0, MaxChunkSize)
+				} else if err != nil {
+					return err
+				}
+				refs.Next()
+				bodies.Next()
 			}
 		}
 		return nil

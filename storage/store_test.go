@@ -845,3 +845,37 @@ func TestCrashLeftoversAreCollected(t *testing.T) {
 		t.Fatalf("referenced chunk: %v", err)
 	}
 }
+
+// TestAuditVerifyFindsMissingAndOrphanBodies: a reference record whose
+// chunk body vanished is corrupt; a body with no record is leaked space.
+func TestAuditVerifyFindsMissingAndOrphanBodies(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(31, 32))
+	l := s.NewLease()
+	defer l.Release()
+	var ids []ChunkID
+	for range 3 {
+		id, err := s.Put(textChunk(rng, 4096), l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	const orphan = ChunkID(777777)
+	err := s.db.Update(func(tx *badger.Txn) error {
+		if err := tx.Delete(idKey(nsChunk, ids[1])); err != nil {
+			return err
+		}
+		return tx.Set(idKey(nsChunk, orphan), s.codec.encode(textChunk(rng, 4096), nil))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Audit(context.Background(), nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Corrupt) != 1 || rep.Corrupt[0] != ids[1] || len(rep.Leaked) != 1 || rep.Leaked[0] != orphan {
+		t.Fatalf("audit = %+v, want corrupt %d and leaked %d", rep, ids[1], orphan)
+	}
+}
