@@ -20,9 +20,10 @@
 // and kept for the connection); at most Server.MaxInFlightBytes of read and
 // write data are held. Replies go out as requests finish, out of order,
 // under one write lock per connection; replies that finish together share
-// one write syscall. Small reads that the backend can serve without blocking
-// (TryReader) are answered by the reader itself, which saves a thread wakeup
-// per request. Buffers are pooled; the request path allocates nothing.
+// one write syscall. Small reads and writes that the backend can serve
+// without blocking (TryReader, TryWriter) are answered by the reader itself,
+// which saves a thread wakeup per request (writes also skip a copy: the
+// backend sees the payload in the reader's buffer). Buffers are pooled; the request path allocates nothing.
 // Several connections may serve the same export (NBD_FLAG_CAN_MULTI_CONN).
 //
 // # The Backend contract
@@ -53,9 +54,11 @@
 //     NO_HOLE); fastOnly (FAST_ZERO) asks for ErrNotFast instead of slow work.
 //   - Optional interfaces: BlockSizer (NBD_INFO_BLOCK_SIZE; a minimum above 1
 //     makes the server reject unaligned requests), Describer (export
-//     description), Cacher (NBD_CMD_CACHE), TryReader (a read that cannot
-//     block, e.g. a cache hit), io.Closer (the server closes the handle
-//     Lookup returned when done with it).
+//     description), Cacher (NBD_CMD_CACHE), TryReader and TryWriter (a read
+//     or write that cannot block, e.g. a cache hit or a write into memory;
+//     the backend declines by returning false and gets the normal call on a
+//     worker), io.Closer (the server closes the handle Lookup returned when
+//     done with it).
 //
 // # Errors
 //
