@@ -1,0 +1,172 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestStoreAgainstModel drives the store with random puts, reference
+// changes, lease ends, GCs and reopens, and checks it against a plain
+// model after every step: referenced or leased chunks read back exactly,
+// GC frees exactly the chunks that are neither, and the figures (chunks,
+// raw bytes, referenced raw) match.
+func TestStoreAgainstModel(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions()
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	rng := rand.New(rand.NewPCG(33, 34))
+	var pool [][]byte // contents, some repeated so puts dedup
+	for i := range 40 {
+		switch i % 4 {
+		case 0:
+			pool = append(pool, randomChunk(rng, 4096))
+		case 1:
+			pool = append(pool, textChunk(rng, 1+rng.IntN(4096)))
+		default:
+			pool = append(pool, textChunk(rng, 4096))
+		}
+	}
+	type chunk struct {
+		raw    []byte
+		refs   int64
+		leases int
+	}
+	model := map[ChunkID]*chunk{}
+	type lease struct {
+		l   *Lease
+		ids map[ChunkID]bool
+	}
+	var leases []*lease
+	ctx := context.Background()
+	steps := 1500
+	if testing.Short() {
+		steps = 500
+	}
+	endLease := func(i int) {
+		le := leases[i]
+		le.l.Release()
+		for id := range le.ids {
+			model[id].leases--
+		}
+		leases = append(leases[:i], leases[i+1:]...)
+	}
+	for step := range steps {
+		switch op := rng.IntN(100); {
+		case op < 35: // put under a lease, maybe a new one
+			if len(leases) == 0 || rng.IntN(4) == 0 {
+				leases = append(leases, &lease{l: s.NewLease(), ids: map[ChunkID]bool{}})
+			}
+			le := leases[rng.IntN(len(leases))]
+			raw := pool[rng.IntN(len(pool))]
+			id, err := s.Put(raw, le.l)
+			if err != nil {
+				t.Fatalf("step %d: put: %v", step, err)
+			}
+			c := model[id]
+			if c == nil {
+				for oid, oc := range model {
+					if bytes.Equal(oc.raw, raw) {
+						t.Fatalf("step %d: content of chunk %d stored again as %d", step, oid, id)
+					}
+				}
+				c = &chunk{raw: raw}
+				model[id] = c
+			} else if !bytes.Equal(c.raw, raw) {
+				t.Fatalf("step %d: id %d reused for other content", step, id)
+			}
+			if !le.ids[id] {
+				le.ids[id] = true
+				c.leases++
+			}
+		case op < 60: // reference a leased or referenced chunk
+			var cands []ChunkID
+			for id, c := range model {
+				if c.refs > 0 || c.leases > 0 {
+					cands = append(cands, id)
+				}
+			}
+			if len(cands) == 0 {
+				continue
+			}
+			id := cands[rng.IntN(len(cands))]
+			n := int64(1 + rng.IntN(3))
+			if err := s.Update(func(tx *Txn) error { return tx.AddRef(id, n) }); err != nil {
+				t.Fatalf("step %d: addref: %v", step, err)
+			}
+			model[id].refs += n
+		case op < 80: // drop references
+			var cands []ChunkID
+			for id, c := range model {
+				if c.refs > 0 {
+					cands = append(cands, id)
+				}
+			}
+			if len(cands) == 0 {
+				continue
+			}
+			id := cands[rng.IntN(len(cands))]
+			n := 1 + rng.Int64N(model[id].refs)
+			if err := s.Update(func(tx *Txn) error { return tx.AddRef(id, -n) }); err != nil {
+				t.Fatalf("step %d: drop: %v", step, err)
+			}
+			model[id].refs -= n
+		case op < 88: // end a lease
+			if len(leases) > 0 {
+				endLease(rng.IntN(len(leases)))
+			}
+		case op < 98: // collect
+			if _, err := s.GC(ctx); err != nil {
+				t.Fatalf("step %d: gc: %v", step, err)
+			}
+			for id, c := range model {
+				if c.refs == 0 && c.leases == 0 {
+					delete(model, id)
+				}
+			}
+		default: // restart: leases do not survive it
+			for len(leases) > 0 {
+				endLease(0)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = Open(dir, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		// The store agrees with the model after every step.
+		var raw, refRaw int64
+		for id, c := range model {
+			got, err := s.Get(id, nil)
+			if err != nil || !bytes.Equal(got, c.raw) {
+				t.Fatalf("step %d: chunk %d (refs %d, leases %d): %v", step, id, c.refs, c.leases, err)
+			}
+			raw += int64(len(c.raw))
+			refRaw += c.refs * int64(len(c.raw))
+		}
+		st := s.Stats()
+		if st.Chunks != int64(len(model)) || st.RawBytes != raw || st.ReferencedRaw != refRaw {
+			t.Fatalf("step %d: stats %+v, model %d chunks raw %d referenced %d", step, st, len(model), raw, refRaw)
+		}
+	}
+	rep, err := s.Audit(ctx, func(yield func(ChunkID) error) error {
+		for id, c := range model {
+			for range c.refs {
+				if err := yield(id); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}, true)
+	if err != nil || !rep.Clean() {
+		t.Fatalf("final audit %+v %v", rep, err)
+	}
+}
