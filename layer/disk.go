@@ -444,15 +444,11 @@ func (d *disk) write(p []byte, off int64) error {
 		if len(recs) == 0 {
 			return nil
 		}
-		err := d.m.store.Update(func(tx *storage.Txn) error {
-			for _, r := range recs {
-				if err := tx.Set(key(pfxBlock, ov.id, uint64(r.b)), r.val); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		kvs := make([]kv, len(recs))
+		for i, r := range recs {
+			kvs[i] = kv{key(pfxBlock, ov.id, uint64(r.b)), r.val}
+		}
+		if err := d.m.commits.commit(kvs); err != nil {
 			return err
 		}
 		ov.imu.Lock()
@@ -569,18 +565,11 @@ func (d *disk) zeroLocked(off, end, a0, a1, head, tail int64, kind uint8) error 
 	rec[0] = kind
 	copy(rec[1:], be64(uint64(a0)))
 	copy(rec[9:], be64(uint64(a1)))
-	err := d.m.store.Update(func(tx *storage.Txn) error {
-		if err := tx.Set(key(pfxRange, ov.id, seq), rec); err != nil {
-			return err
-		}
-		for _, b := range stale {
-			if err := tx.Delete(key(pfxBlock, ov.id, uint64(b))); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	kvs := []kv{{key(pfxRange, ov.id, seq), rec}}
+	for _, b := range stale {
+		kvs = append(kvs, kv{key: key(pfxBlock, ov.id, uint64(b))})
+	}
+	if err := d.m.commits.commit(kvs); err != nil {
 		return err
 	}
 	ov.imu.Lock()

@@ -22,6 +22,7 @@ type Manager struct {
 	chunkSize int64
 	cache     *chunkCache
 	pages     pageCache
+	commits   groupCommit // overlay writes of concurrent requests
 
 	mu     sync.Mutex
 	layers map[LayerID]*layer
@@ -62,6 +63,7 @@ func Open(store *storage.Store, opts Options) (*Manager, error) {
 		store:          store,
 		opts:           opts,
 		chunkSize:      int64(store.ChunkSize()),
+		commits:        groupCommit{store: store},
 		cache:          newChunkCache(store, opts.CacheBytes),
 		pages:          pageCache{m: make(map[uint64]weak.Pointer[leaf])},
 		layers:         make(map[LayerID]*layer),
