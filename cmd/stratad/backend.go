@@ -15,10 +15,15 @@ import (
 // errors that pick the client's errno. The original error stays wrapped
 // for the logs.
 type volumeBackend struct {
-	v layer.Volume
+	v    layer.Volume
+	desc string // NBD_INFO_DESCRIPTION, e.g. "strata disk/<id>"
 }
 
-var _ nbd.Backend = volumeBackend{}
+var (
+	_ nbd.Backend   = volumeBackend{}
+	_ nbd.Cacher    = volumeBackend{}
+	_ nbd.Describer = volumeBackend{}
+)
 
 func (b volumeBackend) Size() int64    { return b.v.Size() }
 func (b volumeBackend) ReadOnly() bool { return b.v.ReadOnly() }
@@ -53,25 +58,93 @@ func (b volumeBackend) Extents(ctx context.Context, off, length int64) ([]nbd.Ex
 	return out, nil
 }
 
+// Cache passes NBD_CMD_CACHE through when the volume can prefetch; it is
+// a hint, so without support it succeeds doing nothing.
+func (b volumeBackend) Cache(ctx context.Context, off, length int64) error {
+	if c, ok := b.v.(nbd.Cacher); ok {
+		return nbdError(c.Cache(ctx, off, length))
+	}
+	return nil
+}
+
+// Description names the export for nbdinfo and friends.
+func (b volumeBackend) Description() string { return b.desc }
+
 // Close releases the volume handle; the nbd server calls it when the
 // connection that looked the export up ends (the last close of a disk
 // flushes it).
 func (b volumeBackend) Close() error { return b.v.Close() }
 
-// newBackend wraps v; only a volume with block size constraints of its own
-// advertises them, otherwise the server's defaults apply.
-func newBackend(v layer.Volume) nbd.Backend {
-	if _, ok := v.(nbd.BlockSizer); ok {
-		return sizedBackend{volumeBackend{v}}
+// newBackend wraps v. The nbd server changes its behaviour for backends
+// with optional interfaces (block size constraints, reads and writes done
+// inline on the connection's reader), so the adapter has exactly the ones
+// the volume has: one small type per combination.
+func newBackend(v layer.Volume, desc string) nbd.Backend {
+	b := volumeBackend{v, desc}
+	bs, hasBS := v.(nbd.BlockSizer)
+	tr, hasTR := v.(nbd.TryReader)
+	tw, hasTW := v.(nbd.TryWriter)
+	switch {
+	case hasBS && hasTR && hasTW:
+		return struct {
+			volumeBackend
+			sizer
+			tryReader
+			tryWriter
+		}{b, sizer{bs}, tryReader{tr}, tryWriter{tw}}
+	case hasBS && hasTR:
+		return struct {
+			volumeBackend
+			sizer
+			tryReader
+		}{b, sizer{bs}, tryReader{tr}}
+	case hasBS && hasTW:
+		return struct {
+			volumeBackend
+			sizer
+			tryWriter
+		}{b, sizer{bs}, tryWriter{tw}}
+	case hasTR && hasTW:
+		return struct {
+			volumeBackend
+			tryReader
+			tryWriter
+		}{b, tryReader{tr}, tryWriter{tw}}
+	case hasBS:
+		return struct {
+			volumeBackend
+			sizer
+		}{b, sizer{bs}}
+	case hasTR:
+		return struct {
+			volumeBackend
+			tryReader
+		}{b, tryReader{tr}}
+	case hasTW:
+		return struct {
+			volumeBackend
+			tryWriter
+		}{b, tryWriter{tw}}
 	}
-	return volumeBackend{v}
+	return b
 }
 
-// sizedBackend is a volumeBackend whose volume implements nbd.BlockSizer.
-type sizedBackend struct{ volumeBackend }
+// sizer passes the volume's block size constraints through.
+type sizer struct{ bs nbd.BlockSizer }
 
-func (b sizedBackend) BlockSizes() (minimum, preferred, maximum uint32) {
-	return b.v.(nbd.BlockSizer).BlockSizes()
+func (s sizer) BlockSizes() (minimum, preferred, maximum uint32) { return s.bs.BlockSizes() }
+
+// tryReader passes the volume's non-blocking read through.
+type tryReader struct{ tr nbd.TryReader }
+
+func (r tryReader) TryReadAt(p []byte, off int64) bool { return r.tr.TryReadAt(p, off) }
+
+// tryWriter passes the volume's non-blocking write through.
+type tryWriter struct{ tw nbd.TryWriter }
+
+func (w tryWriter) TryWriteAt(p []byte, off int64, fua bool) (bool, error) {
+	done, err := w.tw.TryWriteAt(p, off, fua)
+	return done, nbdError(err)
 }
 
 // nbdError is the one place layer errors become nbd errors.

@@ -54,7 +54,7 @@ func (f *fakeVolume) Close() error { f.closed = true; return nil }
 
 func TestBackendConvertsExtentsAndCloses(t *testing.T) {
 	v := &fakeVolume{extents: []layer.Extent{{Length: 4096, Hole: true, Zero: true}, {Length: 8192}, {Length: 512, Zero: true}}}
-	b := newBackend(v)
+	b := newBackend(v, "strata disk/d1")
 	if _, ok := b.(nbd.BlockSizer); ok {
 		t.Fatal("a volume without block sizes must not advertise any")
 	}
@@ -68,6 +68,20 @@ func TestBackendConvertsExtentsAndCloses(t *testing.T) {
 	}
 	if err := b.WriteZeroes(context.Background(), 0, 4096, false, true, false); !errors.Is(err, nbd.ErrNotFast) {
 		t.Fatalf("fast zero refusal: %v", err)
+	}
+	if d := b.(nbd.Describer).Description(); d != "strata disk/d1" {
+		t.Fatalf("description %q", d)
+	}
+	// Without support in the volume, no inline paths are advertised, and
+	// a cache hint succeeds doing nothing.
+	if _, ok := b.(nbd.TryWriter); ok {
+		t.Fatal("a volume without TryWriteAt must not advertise it")
+	}
+	if _, ok := b.(nbd.TryReader); ok {
+		t.Fatal("a volume without TryReadAt must not advertise it")
+	}
+	if err := b.(nbd.Cacher).Cache(context.Background(), 0, 4096); err != nil {
+		t.Fatalf("Cache: %v", err)
 	}
 	b.(interface{ Close() error }).Close()
 	if !v.closed {
@@ -96,6 +110,43 @@ func TestPeerIdentity(t *testing.T) {
 	for _, p := range []nbd.Peer{{}, {TLS: true}, {TLS: true, Certificate: cert("alice")}} {
 		if id, err := peerIdentity(p); err == nil || id.Known {
 			t.Errorf("peer %+v identified as %+v", p, id)
+		}
+	}
+}
+
+// fastVolume has every optional interface.
+type fastVolume struct {
+	fakeVolume
+}
+
+func (fastVolume) BlockSizes() (uint32, uint32, uint32) { return 512, 4096, 1 << 20 }
+func (fastVolume) TryReadAt([]byte, int64) bool         { return true }
+func (fastVolume) TryWriteAt([]byte, int64, bool) (bool, error) {
+	return true, layer.ErrReadOnly
+}
+
+func TestBackendPassesOptionalInterfacesThrough(t *testing.T) {
+	b := newBackend(&fastVolume{}, "x")
+	bs, ok := b.(nbd.BlockSizer)
+	if !ok {
+		t.Fatal("block sizes lost")
+	}
+	if lo, pref, hi := bs.BlockSizes(); lo != 512 || pref != 4096 || hi != 1<<20 {
+		t.Fatalf("block sizes %d %d %d", lo, pref, hi)
+	}
+	if tr, ok := b.(nbd.TryReader); !ok || !tr.TryReadAt(make([]byte, 8), 0) {
+		t.Fatal("TryReadAt lost")
+	}
+	tw, ok := b.(nbd.TryWriter)
+	if !ok {
+		t.Fatal("TryWriteAt lost")
+	}
+	if done, err := tw.TryWriteAt(nil, 0, false); !done || !errors.Is(err, nbd.ErrPermission) {
+		t.Fatalf("TryWriteAt: %v %v (errors must be translated too)", done, err)
+	}
+	for _, v := range []layer.Volume{&fakeVolume{}, &fastVolume{}} {
+		if _, ok := newBackend(v, "x").(interface{ Close() error }); !ok {
+			t.Fatalf("%T: the handle must stay closable", v)
 		}
 	}
 }

@@ -382,7 +382,7 @@ func (e exports) Lookup(ctx context.Context, name string, peer nbd.Peer) (nbd.Ba
 			return nil, fmt.Errorf("%w: %w", nbd.ErrPermission, err)
 		}
 	}
-	return newBackend(vol), nil
+	return newBackend(vol, "strata "+name), nil
 }
 
 // writerGrace is how long a new writer waits for the previous one's
