@@ -91,6 +91,12 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	if uc, ok := nc.(*net.UnixConn); ok {
 		c.peer.Unix = unixCred(uc)
+		// A Unix socket's send buffer (~200 KiB by default) is all the
+		// data in flight: a 1 MiB reply would park the writer several
+		// times per reply. The kernel caps this at net.core.wmem_max.
+		// (TCP keeps its autotuning, which a fixed size would disable.)
+		uc.SetWriteBuffer(unixSocketBuffer)
+		uc.SetReadBuffer(unixSocketBuffer)
 	}
 	return c
 }
@@ -241,6 +247,9 @@ func errText(e uint32, r request) string {
 	}
 	return ""
 }
+
+// unixSocketBuffer is the socket buffer asked for on Unix connections.
+const unixSocketBuffer = 4 << 20
 
 // inlineReadMax bounds reads the reader goroutine serves itself.
 const inlineReadMax = 128 << 10
