@@ -81,9 +81,16 @@ func (b volumeBackend) Close() error { return b.v.Close() }
 // the volume has: one small type per combination.
 func newBackend(v layer.Volume, desc string) nbd.Backend {
 	b := volumeBackend{v, desc}
-	bs, hasBS := v.(nbd.BlockSizer)
-	tr, hasTR := v.(nbd.TryReader)
-	tw, hasTW := v.(nbd.TryWriter)
+	// A wrapper (the api's handle that releases the disk's writer slot on
+	// Close) may hide the layer volume's optional methods; Unwrap, by Go
+	// convention, reaches them. Data and Close still go through v.
+	inner := v
+	if u, ok := v.(interface{ Unwrap() layer.Volume }); ok {
+		inner = u.Unwrap()
+	}
+	bs, hasBS := inner.(nbd.BlockSizer)
+	tr, hasTR := inner.(nbd.TryReader)
+	tw, hasTW := inner.(nbd.TryWriter)
 	switch {
 	case hasBS && hasTR && hasTW:
 		return struct {

@@ -150,3 +150,27 @@ func TestBackendPassesOptionalInterfacesThrough(t *testing.T) {
 		}
 	}
 }
+
+// wrapped hides a volume's optional methods, as a Close-only wrapper does.
+type wrapped struct {
+	layer.Volume
+	closed bool
+}
+
+func (w *wrapped) Unwrap() layer.Volume { return w.Volume }
+func (w *wrapped) Close() error         { w.closed = true; return w.Volume.Close() }
+
+func TestBackendSeesThroughUnwrap(t *testing.T) {
+	w := &wrapped{Volume: &fastVolume{}}
+	b := newBackend(w, "x")
+	if _, ok := b.(nbd.BlockSizer); !ok {
+		t.Fatal("block sizes of the wrapped volume lost")
+	}
+	if _, ok := b.(nbd.TryReader); !ok {
+		t.Fatal("TryReadAt of the wrapped volume lost")
+	}
+	b.(interface{ Close() error }).Close()
+	if !w.closed {
+		t.Fatal("Close must go through the wrapper")
+	}
+}
