@@ -28,55 +28,66 @@ type kv struct {
 type commitReq struct {
 	recs []kv
 	done chan error
+	lead chan struct{} // this request's writer is to commit the queue
 }
 
 // groupCommitMax bounds the records of one shared transaction (a request
 // bigger than that still commits alone).
 const groupCommitMax = writeBatchBlocks
 
+// commit stores recs and returns once they are committed. The leader
+// commits what is queued when it starts, then hands the lead to the first
+// request queued meanwhile, so no writer commits for others forever.
 func (g *groupCommit) commit(recs []kv) error {
-	req := &commitReq{recs: recs, done: make(chan error, 1)}
+	req := &commitReq{recs: recs, done: make(chan error, 1), lead: make(chan struct{}, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, req)
 	if g.leading {
 		g.mu.Unlock()
-		return <-req.done
-	}
-	g.leading = true
-	for len(g.queue) > 0 {
-		batch := g.queue
-		g.queue = nil
-		g.mu.Unlock()
-		for len(batch) > 0 {
-			n, count := 0, 0
-			for n < len(batch) && (n == 0 || count+len(batch[n].recs) <= groupCommitMax) {
-				count += len(batch[n].recs)
-				n++
-			}
-			err := g.store.Update(func(tx *storage.Txn) error {
-				for _, r := range batch[:n] {
-					for _, e := range r.recs {
-						var err error
-						if e.val != nil {
-							err = tx.Set(e.key, e.val)
-						} else {
-							err = tx.Delete(e.key)
-						}
-						if err != nil {
-							return err
-						}
-					}
-				}
-				return nil
-			})
-			for _, r := range batch[:n] {
-				r.done <- err
-			}
-			batch = batch[n:]
+		select {
+		case err := <-req.done:
+			return err
+		case <-req.lead:
 		}
 		g.mu.Lock()
 	}
-	g.leading = false
+	g.leading = true
+	batch := g.queue
+	g.queue = nil
+	g.mu.Unlock()
+	for len(batch) > 0 {
+		n, count := 0, 0
+		for n < len(batch) && (n == 0 || count+len(batch[n].recs) <= groupCommitMax) {
+			count += len(batch[n].recs)
+			n++
+		}
+		err := g.store.Update(func(tx *storage.Txn) error {
+			for _, r := range batch[:n] {
+				for _, e := range r.recs {
+					var err error
+					if e.val != nil {
+						err = tx.Set(e.key, e.val)
+					} else {
+						err = tx.Delete(e.key)
+					}
+					if err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		for _, r := range batch[:n] {
+			r.done <- err
+		}
+		batch = batch[n:]
+	}
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		g.queue[0].lead <- struct{}{}
+	} else {
+		g.leading = false
+	}
 	g.mu.Unlock()
 	return <-req.done
 }
