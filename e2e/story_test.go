@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,9 +18,21 @@ const (
 	imgSize = 64 * mib
 )
 
-// makeExt4 builds an ext4 image of testdata/e2e-files and returns its path.
-func makeExt4(t *testing.T, dir string) string {
+// makeExt4 builds an ext4 image of testdata/e2e-files plus blob.bin, 4 MiB
+// of seeded pseudo-random bytes that compression cannot hide, so stored
+// byte counts mean something. It returns the image's path and the blob.
+func makeExt4(t *testing.T, dir string) (string, []byte) {
 	t.Helper()
+	files := filepath.Join(dir, "files")
+	must(t, "cp", "-a", filepath.Join(repoRoot, "testdata", "e2e-files"), files)
+	blob := make([]byte, 4*mib)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < len(blob); i += 8 {
+		binary.LittleEndian.PutUint64(blob[i:], rng.Uint64())
+	}
+	if err := os.WriteFile(filepath.Join(files, "blob.bin"), blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	raw := filepath.Join(dir, "base.raw")
 	if err := os.WriteFile(raw, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -26,8 +40,8 @@ func makeExt4(t *testing.T, dir string) string {
 	if err := os.Truncate(raw, imgSize); err != nil {
 		t.Fatal(err)
 	}
-	must(t, "mke2fs", "-q", "-F", "-t", "ext4", "-d", filepath.Join(repoRoot, "testdata", "e2e-files"), raw)
-	return raw
+	must(t, "mke2fs", "-q", "-F", "-t", "ext4", "-d", files, raw)
+	return raw, blob
 }
 
 // TestStoryImportDiskSnapshotFamily is the user's whole job through the CLI:
@@ -43,7 +57,7 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 	work := t.TempDir()
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
 
-	raw := makeExt4(t, work)
+	raw, blob := makeExt4(t, work)
 	rawSum := fileSum(t, raw)
 	files := map[string]string{"raw": raw}
 	for _, f := range []struct{ name, format, opts string }{
@@ -71,8 +85,8 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 		t.Fatalf("raw import checksum %s, want sha256 of the file %s", first.Checksum, rawSum)
 	}
 	stored := d.metric(t, "strata_store_stored_bytes")
-	if stored <= 0 {
-		t.Fatalf("stored bytes after the first import: %v", stored)
+	if stored < 4*mib {
+		t.Fatalf("stored bytes after the first import: %v; the image holds 4 MiB of random data", stored)
 	}
 	for _, format := range []string{"qcow2", "vmdk", "vhd"} {
 		var img apitypes.Image
@@ -205,6 +219,9 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 		}
 		if got := must(t, "debugfs", "-R", "cat /hello.txt", out); got != "hello from strata\n" {
 			t.Fatalf("/hello.txt in %s reads %q", export, got)
+		}
+		if got := must(t, "debugfs", "-R", "cat /blob.bin", out); got != string(blob) {
+			t.Fatalf("/blob.bin in %s differs from the file put in the image", export)
 		}
 		d.nbdTool(t, -1, export, "qemu-io", "-r", "-f", "raw", d.uri(export), "-c", "read -P 0xab 72M 64k")
 	}
