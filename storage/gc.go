@@ -219,12 +219,19 @@ func (s *Store) vlogGC(ctx context.Context, st *GCStats) error {
 	}
 	before, _ := dirBytes(s.dir, ".vlog")
 	vlogSize := s.db.Opts().ValueLogFileSize
-	if s.freedSinceCompact.Load() >= vlogSize/4 {
-		if err := s.forceCompaction(); err != nil {
-			return err
-		}
-		s.freedSinceCompact.Store(0)
+	if s.freedSinceCompact.Load() < vlogSize/4 {
+		return nil
 	}
+	// Only right after a forced compaction: Badger's rewrite looks a
+	// moved entry up at its own version, so an entry whose key was
+	// deleted but whose old version has not yet been compacted away is
+	// written back, and can outlive its tombstone (a deleted key comes
+	// back). Compacting first drops the old versions of everything
+	// deleted so far, so the rewrite discards them.
+	if err := s.forceCompaction(); err != nil {
+		return err
+	}
+	s.freedSinceCompact.Store(0)
 	for ctx.Err() == nil {
 		err := s.db.RunValueLogGC(0.5)
 		if err != nil {
