@@ -41,10 +41,8 @@ var (
 const (
 	errnoPERM     uint32 = 1
 	errnoIO       uint32 = 5
-	errnoNOMEM    uint32 = 12
 	errnoINVAL    uint32 = 22
 	errnoNOSPC    uint32 = 28
-	errnoOVERFLOW uint32 = 75
 	errnoNOTSUP   uint32 = 95
 	errnoSHUTDOWN uint32 = 108
 )
