@@ -20,7 +20,6 @@ import (
 //	layer/rc/<page>          page reference count (be64)
 //	layer/sl/<layer><leaf>   staged leaf of a layer being built -> page id
 //	layer/sd/<layer><dir>    staged dir of a layer being built -> page id
-//	layer/s/<layer>          build (import or seal) progress
 //	layer/o/<overlay><block> overlay block: seq, kind, 4 KiB data
 //	layer/or/<overlay><seq>  overlay range record: kind, first, end block
 //	layer/j/<job>            background release job
@@ -35,7 +34,6 @@ var (
 	pfxRefcount = []byte("layer/rc/")
 	pfxStageLf  = []byte("layer/sl/")
 	pfxStageDr  = []byte("layer/sd/")
-	pfxBuild    = []byte("layer/s/")
 	pfxBlock    = []byte("layer/o/")
 	pfxRange    = []byte("layer/or/")
 	pfxJob      = []byte("layer/j/")
@@ -100,11 +98,6 @@ type diskMeta struct {
 	Base    LayerID `json:"base,omitempty"` // 0: empty base
 	Overlay uint64  `json:"overlay"`
 	Pooled  bool    `json:"pooled,omitempty"`
-}
-
-// buildState is the progress of an import or a seal.
-type buildState struct {
-	Phase int `json:"phase"` // 0: leaves, 1: dirs
 }
 
 func getJSON(tx *storage.Txn, k []byte, v any) error {

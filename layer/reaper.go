@@ -297,7 +297,7 @@ func (m *Manager) freeLayer(j job) (bool, error) {
 		if err := m.useLayer(tx, lm.Parent, -1); err != nil {
 			return err
 		}
-		for _, k := range [][]byte{key(pfxBuild, j.arg), key(pfxLayer, j.arg), jk(j)} {
+		for _, k := range [][]byte{key(pfxLayer, j.arg), jk(j)} {
 			if err := tx.Delete(k); err != nil {
 				return err
 			}
