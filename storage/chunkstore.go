@@ -62,6 +62,7 @@ type Store struct {
 
 	stripes           [stripeCount]sync.Mutex
 	gcMu              sync.Mutex   // one collection at a time
+	vlogMu            sync.RWMutex // value-log GC (write) vs commits that delete caller keys (read)
 	freedSinceCompact atomic.Int64 // stored bytes freed since the LSM was last compacted for vlog GC
 
 	lastGCMu  sync.Mutex

@@ -222,12 +222,19 @@ func (s *Store) vlogGC(ctx context.Context, st *GCStats) error {
 	if s.freedSinceCompact.Load() < vlogSize/4 {
 		return nil
 	}
-	// Only right after a forced compaction: Badger's rewrite looks a
+	// Only right after a forced compaction, and with deletes of caller
+	// keys held off until the rewrite is done: Badger's rewrite looks a
 	// moved entry up at its own version, so an entry whose key was
 	// deleted but whose old version has not yet been compacted away is
 	// written back, and can outlive its tombstone (a deleted key comes
-	// back). Compacting first drops the old versions of everything
-	// deleted so far, so the rewrite discards them.
+	// back; TestStoreAgainstModel caught it with chunk bodies). Compacting
+	// first drops the old versions of everything deleted so far, so the
+	// rewrite discards them; chunk frees are already serialised with this
+	// by gcMu, and Update commits that delete caller keys wait on vlogMu.
+	// Other commits (puts, counts, sets) go on: overwriting a key is safe,
+	// as its newest version always shadows a rewritten older one.
+	s.vlogMu.Lock()
+	defer s.vlogMu.Unlock()
 	if err := s.forceCompaction(); err != nil {
 		return err
 	}

@@ -16,6 +16,9 @@ type Txn struct {
 	tx     *badger.Txn
 	refRaw int64 // ReferencedRaw change, applied to Stats on commit
 	writes int   // entries staged so far, for Writes
+	// deletes: the transaction deletes a caller key, so its commit must
+	// not land while value-log GC rewrites files (see vlogGC).
+	deletes bool
 }
 
 // Writes is the number of entries this transaction has staged (each Set
@@ -44,7 +47,7 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		t := &Txn{s: s, tx: s.db.NewTransaction(true)}
 		err := fn(t)
 		if err == nil {
-			err = t.tx.Commit()
+			err = t.commit()
 		}
 		t.tx.Discard()
 		if err == nil {
@@ -61,6 +64,14 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		}
 		return err
 	}
+}
+
+func (t *Txn) commit() error {
+	if t.deletes {
+		t.s.vlogMu.RLock()
+		defer t.s.vlogMu.RUnlock()
+	}
+	return t.tx.Commit()
 }
 
 // View runs fn in a read-only transaction.
@@ -99,6 +110,7 @@ func (t *Txn) Set(key, val []byte) error {
 // Delete removes key.
 func (t *Txn) Delete(key []byte) error {
 	t.writes++
+	t.deletes = true
 	return wrapSetErr(t.tx.Delete(metaKey(key)))
 }
 
