@@ -179,7 +179,43 @@ func BenchmarkRandom4K(b *testing.B) {
 			return v.ReadAt(ctx, buf, off)
 		})
 	})
+	// tryread: the nbd server's inline path, TryReadAt falling back to
+	// ReadAt, against ReadAt on the flat layer, all in one interleave.
+	b.Run("tryread", func(b *testing.B) {
+		flat, err := e.m.OpenLayer(img)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer flat.Close()
+		over := e.openDisk(e.createDisk(img, benchImage, true))
+		defer over.Close()
+		warm(b, flat)
+		buf := make([]byte, blockSize)
+		var tries, declined int
+		interleave(b, []string{"flat-readat", "flat-try", "overlay-try"},
+			[]Volume{flat, tryVolume{flat}, tryVolume{over}}, func(v Volume, off int64) error {
+				tv, ok := v.(tryVolume)
+				if !ok {
+					return v.ReadAt(ctx, buf, off)
+				}
+				tries++
+				if tv.Volume.(tryReader).TryReadAt(buf, off) {
+					return nil
+				}
+				declined++
+				return tv.ReadAt(ctx, buf, off)
+			})
+		b.ReportMetric(100*float64(declined)/float64(max(tries, 1)), "declined-%")
+	})
 }
+
+// tryReader is nbd.TryReader, named here so the benchmark needs no nbd.
+type tryReader interface {
+	TryReadAt(p []byte, off int64) bool
+}
+
+// tryVolume marks a volume the benchmark reads through TryReadAt.
+type tryVolume struct{ Volume }
 
 // BenchmarkReadDepth reads 4 KiB at random from disks whose base is the
 // n-th snapshot in a chain (each link: snapshot, disk on it, 64 random

@@ -56,7 +56,7 @@ func newChunkCache(store *storage.Store, limit int64) *chunkCache {
 // get returns the raw bytes of a chunk. The slice is shared: callers copy
 // out of it and never write to it.
 func (c *chunkCache) get(id storage.ChunkID) ([]byte, error) {
-	s := &c.shards[uint64(id)*0x9E3779B97F4A7C15>>60]
+	s := c.shard(id)
 	s.mu.Lock()
 	if e, ok := s.m[id]; ok {
 		e.ref = true
@@ -87,6 +87,29 @@ func (c *chunkCache) get(id storage.ChunkID) ([]byte, error) {
 	s.mu.Unlock()
 	close(f.done)
 	return data, err
+}
+
+// peek returns a chunk's bytes only if they are cached: it never reads the
+// store nor waits for a read in flight (a shard's lock is never held across
+// I/O), so a non-blocking read can use it. A hit counts as one for
+// eviction, as in get; a miss is counted by the get that follows it.
+func (c *chunkCache) peek(id storage.ChunkID) ([]byte, bool) {
+	s := c.shard(id)
+	s.mu.Lock()
+	e, ok := s.m[id]
+	if ok {
+		e.ref = true
+	}
+	s.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	c.hits.Add(1)
+	return e.data, true
+}
+
+func (c *chunkCache) shard(id storage.ChunkID) *cacheShard {
+	return &c.shards[uint64(id)*0x9E3779B97F4A7C15>>60]
 }
 
 func (s *cacheShard) insert(e *centry) {

@@ -68,6 +68,9 @@
 // A snapshot waits for writes in flight, so it holds exactly those
 // acknowledged before it. Releases (disks, snapshots, layers, overlays) run
 // as background jobs in bounded, resumable transactions.
+// Both volumes also have TryReadAt (nbd.TryReader): a read that touches
+// only cached chunks, holes and zeroed overlay blocks is served without
+// I/O or waiting, and anything else is declined to ReadAt.
 //
 // # Where things are
 //
@@ -81,6 +84,7 @@
 //	overlay.go   4 KiB overlay blocks, range records, the in-memory index
 //	disk.go      disks: create, delete, resize, the read-write Volume
 //	volume.go    OpenLayer and the read-only Volume
+//	tryread.go   TryReadAt: reads served from memory without blocking
 //	seal.go      Snapshot and the background seal
 //	import.go    Import and Pending
 //	cache.go     the shared cache of decoded chunks

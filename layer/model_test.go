@@ -41,6 +41,32 @@ func runModel(t *testing.T, chunk int, seed uint64) {
 	ctx := context.Background()
 	e := newEnv(t, chunk)
 	rng := rand.New(rand.NewPCG(seed, 1))
+	// A second stream decides the non-blocking reads, so adding them left
+	// the sequence of operations (and what it has found before) unchanged.
+	trng := rand.New(rand.NewPCG(seed, 2))
+	tried, served := 0, 0
+	// tryRead offers [off, off+n) of v to TryReadAt: if it serves the read
+	// the bytes must be the model's, if it declines p must be untouched.
+	tryRead := func(what string, v Volume, model []byte, off, n int64) {
+		t.Helper()
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = 0xA5
+		}
+		tried++
+		if !v.(tryReader).TryReadAt(p, off) {
+			for _, c := range p {
+				if c != 0xA5 {
+					t.Fatalf("%s: TryReadAt [%d,+%d) declined but wrote to p", what, off, n)
+				}
+			}
+			return
+		}
+		served++
+		if !bytes.Equal(p, model[off:off+n]) {
+			t.Fatalf("%s: TryReadAt [%d,+%d): %s", what, off, n, firstDiff(p, model[off:off+n]))
+		}
+	}
 	ops := 2500
 	if testing.Short() {
 		ops = 600
@@ -97,6 +123,9 @@ func runModel(t *testing.T, chunk int, seed uint64) {
 			}
 			clear(d.data[off : off+n])
 		case k < 85:
+			if trng.IntN(2) == 0 {
+				tryRead("disk", d.v, d.data, off, n)
+			}
 			p := make([]byte, n)
 			if err := d.v.ReadAt(ctx, p, off); err != nil {
 				t.Fatal(err)
@@ -125,6 +154,10 @@ func runModel(t *testing.T, chunk int, seed uint64) {
 				t.Fatalf("%s: disk %d: %s", when, d.id, firstDiff(got, d.data))
 			}
 			checkExtents(t, d.v, d.data, 0, size)
+			for i := 0; i < 8; i++ {
+				off := trng.Int64N(size)
+				tryRead(when+": disk", d.v, d.data, off, min(size-off, 1+trng.Int64N(20000)))
+			}
 		}
 		for _, s := range snaps {
 			v, err := e.m.OpenLayer(s.id)
@@ -134,10 +167,19 @@ func runModel(t *testing.T, chunk int, seed uint64) {
 			if got := readAll(t, v); !bytes.Equal(got, s.data) {
 				t.Fatalf("%s: snapshot %d: %s", when, s.id, firstDiff(got, s.data))
 			}
+			for i := 0; i < 8; i++ {
+				off := trng.Int64N(size)
+				tryRead(when+": snapshot", v, s.data, off, min(size-off, 1+trng.Int64N(20000)))
+			}
 			v.Close()
 		}
 	}
 	checkAll("before seals finish")
+	// Some reads must have been served, or the checks above prove nothing.
+	if served == 0 || served == tried {
+		t.Fatalf("TryReadAt served %d of %d reads: expected some of each", served, tried)
+	}
+	t.Logf("TryReadAt served %d of %d reads before the seals finished", served, tried)
 	for _, s := range snaps {
 		if err := e.m.WaitSealed(ctx, s.id, nil); err != nil {
 			t.Fatal(err)
