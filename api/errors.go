@@ -58,6 +58,18 @@ func toError(err error) *Error {
 	case errors.Is(err, storage.ErrCorrupt):
 		return &Error{Code: apitypes.CodeDataLoss, err: err,
 			Message: "stored data failed its checksum: the store is damaged; run the daemon's audit and restore the affected image from its source"}
+	case errors.Is(err, layer.ErrCorruptMeta):
+		return &Error{Code: apitypes.CodeDataLoss, err: err, Details: []string{err.Error()},
+			Message: "a block map or disk record could not be decoded: the store is damaged; run the daemon's audit and restore the affected image or disk from a snapshot or its source"}
+	case errors.Is(err, layer.ErrInvalid):
+		// The cause names the value refused; the sentence gives the rules
+		// a caller can break (the api validates most requests before layer
+		// sees them, so these are the ones only layer can check).
+		return &Error{Code: apitypes.CodeInvalidArgument, err: err, Details: []string{err.Error()},
+			Message: "the request is not valid (" + err.Error() + "): a disk can only grow and never below the size of the image or snapshot it starts from, and an upload must be exactly its declared size; correct the request and retry"}
+	case errors.Is(err, layer.ErrClosed):
+		return &Error{Code: apitypes.CodeUnavailable, err: err,
+			Message: "the daemon is shutting down or the volume was closed; retry once the daemon is running again"}
 	case errors.Is(err, layer.ErrBusy):
 		return &Error{Code: apitypes.CodeFailedPrecondition, err: err,
 			Message: "the disk is in use (open by an NBD client or being snapshotted); disconnect the client or wait, then retry"}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -292,9 +293,18 @@ func TestErrorTranslation(t *testing.T) {
 		{importError(fmt.Errorf("x: %w", imagefile.ErrFormatMismatch)), invalid},
 		{importError(fmt.Errorf("x: %w", imagefile.ErrInvalid)), invalid},
 		{errf(apitypes.CodeAborted, "x"), apitypes.CodeAborted},
+		{fmt.Errorf("resize: %w", layer.ErrInvalid), invalid},
+		{fmt.Errorf("overlay 3 block 9: %w", layer.ErrCorruptMeta), apitypes.CodeDataLoss},
+		{fmt.Errorf("read: %w", layer.ErrClosed), apitypes.CodeUnavailable},
 	} {
 		if got := ErrorCode(tc.err); got != tc.code {
 			t.Errorf("ErrorCode(%v) = %s, want %s", tc.err, got, tc.code)
+		}
+		// A known cause gets a sentence of its own, not the catch-all, and
+		// stays reachable for errors.Is.
+		if e := toError(tc.err); tc.code != apitypes.CodeInternal &&
+			(e.Message == "" || strings.HasPrefix(e.Message, "internal error") || !errors.Is(e, tc.err)) {
+			t.Errorf("toError(%v) = %q (cause kept: %v)", tc.err, e.Message, errors.Is(e, tc.err))
 		}
 	}
 }
