@@ -192,6 +192,7 @@ func (m *Manager) ResizeDisk(tx *storage.Txn, id DiskID, size int64) error {
 		ov.imu.Lock()
 		ov.setRangeLocked(b0, b1, bTrim)
 		ov.imu.Unlock()
+		ov.gen.Add(1) // no record goes: readers past the end are refused anyway
 	}
 	dm.Size = size
 	if err := setJSON(tx, key(pfxDisk, uint64(id)), dm); err != nil {
@@ -448,14 +449,13 @@ func (d *disk) write(p []byte, off int64) error {
 		for i, r := range recs {
 			kvs[i] = kv{key(pfxBlock, ov.id, uint64(r.b)), r.val}
 		}
-		if err := d.m.commits.commit(kvs); err != nil {
+		if err := ov.mutate(d.m.commits.commit, kvs, func() {
+			for _, r := range recs {
+				ov.setLocked(r.b, r.kind)
+			}
+		}); err != nil {
 			return err
 		}
-		ov.imu.Lock()
-		for _, r := range recs {
-			ov.setLocked(r.b, r.kind)
-		}
-		ov.imu.Unlock()
 		recs = recs[:0]
 		return nil
 	}
@@ -569,13 +569,7 @@ func (d *disk) zeroLocked(off, end, a0, a1, head, tail int64, kind uint8) error 
 	for _, b := range stale {
 		kvs = append(kvs, kv{key: key(pfxBlock, ov.id, uint64(b))})
 	}
-	if err := d.m.commits.commit(kvs); err != nil {
-		return err
-	}
-	ov.imu.Lock()
-	ov.setRangeLocked(a0, a1, kind)
-	ov.imu.Unlock()
-	return nil
+	return ov.mutate(d.m.commits.commit, kvs, func() { ov.setRangeLocked(a0, a1, kind) })
 }
 
 func isZero(b []byte) bool {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -51,6 +52,15 @@ type overlay struct {
 	pages atomic.Pointer[[]*ovPage]
 	data  int64 // data blocks in the index
 
+	// A reader takes the index's states first and reads data blocks from
+	// the store after, so a trim or a zero write committed in between
+	// leaves it a record that is gone or no longer data. gen (bumped after
+	// every index change) and pending (mutations between the start of their
+	// commit and their index update) tell that race from corruption: see
+	// mutate and readOver.
+	gen     atomic.Uint64
+	pending atomic.Int64
+
 	// rmu keeps a retired overlay's blocks from being deleted under a
 	// reader: readers hold it shared for the whole read; retire takes it
 	// exclusively once the sealed map has replaced the overlay.
@@ -59,6 +69,35 @@ type overlay struct {
 }
 
 var errRetired = errors.New("layer: overlay retired")
+
+// errRaced: a data block's record changed between the index lookup and the
+// store read (a trim or write in flight); readOver reads again.
+var errRaced = errors.New("layer: overlay block changed under a read")
+
+// mutate commits kvs and then, if that worked, applies set to the index
+// under imu. Readers that meet its records before its index update see it
+// pending; those after see gen moved.
+func (o *overlay) mutate(commit func([]kv) error, kvs []kv, set func()) error {
+	o.pending.Add(1)
+	err := commit(kvs)
+	if err == nil {
+		o.imu.Lock()
+		set()
+		o.imu.Unlock()
+	}
+	// gen before pending: a reader that sees pending back at zero then
+	// sees gen moved.
+	o.gen.Add(1)
+	o.pending.Add(-1)
+	return err
+}
+
+// raced reports whether the index may have changed since gen was g0: a
+// record that disagrees with a snapshot of the index taken after g0 is
+// then a race, not corruption.
+func (o *overlay) raced(g0 uint64) bool {
+	return o.pending.Load() > 0 || o.gen.Load() != g0
+}
 
 func newOverlay(id uint64) *overlay { return &overlay{id: id} }
 
@@ -264,6 +303,25 @@ func (o *overlay) readOver(store *storage.Store, p []byte, off int64, below func
 	if o.retired {
 		return errRetired
 	}
+	for {
+		g0 := o.gen.Load()
+		err := o.readOverOnce(store, p, off, below, g0)
+		if !errors.Is(err, errRaced) {
+			return err
+		}
+		// The mutation that raced us has committed; its index update, and
+		// the gen bump after it, follow at once (no I/O in between).
+		for o.gen.Load() == g0 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// readOverOnce is one pass of readOver over the index as of gen g0 or
+// later; errRaced if a data block's record changed since.
+func (o *overlay) readOverOnce(store *storage.Store, p []byte, off int64, below func([]byte, int64) error, g0 uint64) error {
+	end := off + int64(len(p))
+	b0, b1 := off>>blockShift, (end-1)>>blockShift
 	st := make([]uint8, b1-b0+1)
 	o.states(b0, st)
 	var data []int64
@@ -295,9 +353,15 @@ func (o *overlay) readOver(store *storage.Store, p []byte, off int64, below func
 		for _, b := range data {
 			v, err := tx.Get(key(pfxBlock, o.id, uint64(b)))
 			if err != nil {
+				if errors.Is(err, storage.ErrNotFound) && o.raced(g0) {
+					return errRaced // trimmed since the index was read
+				}
 				return fmt.Errorf("%w: overlay %d block %d: %v", ErrCorruptMeta, o.id, b, err)
 			}
 			if len(v) != 9+blockSize || v[8] != bData {
+				if o.raced(g0) {
+					return errRaced // written zeros since the index was read
+				}
 				return fmt.Errorf("%w: overlay %d block %d: bad record", ErrCorruptMeta, o.id, b)
 			}
 			lo := max(off, b<<blockShift)
