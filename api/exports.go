@@ -85,6 +85,10 @@ func (v *diskVolume) Close() error {
 	return err
 }
 
+// Unwrap exposes the layer volume so the daemon's NBD adapter finds its
+// optional fast paths (TryReadAt, BlockSizes) through this wrapper.
+func (v *diskVolume) Unwrap() layer.Volume { return v.Volume }
+
 // OpenExport returns the volume behind an NBD export name for caller. The
 // caller closes it when the connection ends.
 func (s *Service) OpenExport(ctx context.Context, name string, caller Identity) (layer.Volume, error) {
