@@ -5,7 +5,7 @@ DATA     ?= $(CURDIR)/var
 # Debian's python3 first: libnbd's Python module (nbdsh) loads only there.
 export PATH := /usr/bin:/usr/sbin:/sbin:$(PATH)
 
-.PHONY: all build test test-deps bench run lint fuzz clean
+.PHONY: all build test test-deps bench bench-nbd run lint fuzz clean
 
 all: build
 
@@ -15,14 +15,24 @@ build:
 test-deps:
 	./scripts/test-deps.sh
 
-## test: install what the tests need, then run every test (race detector on).
+## test: install what the tests need, then run every test (race detector on)
+## and a short fuzz run of the parsers that face untrusted input.
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -race -timeout 14m ./...
+	$(MAKE) fuzz FUZZTIME=15s
+
+## fuzz: fuzz the NBD option/request parsers and the image file readers.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzOptions$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./layer/imagefile -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1x
 
 ## bench: Go benchmarks of the data path.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./storage/... ./layer/... ./nbd/...
+	$(GO) test -run '^$$' -bench . -benchmem ./storage/ ./layer/...
+	$(GO) test -run '^$$' -bench QD -benchmem ./nbd/
 
 ## run: start the daemon on embedded defaults (data and sockets under ./var).
 run: build
