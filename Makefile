@@ -34,6 +34,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./storage/ ./layer/...
 	$(GO) test -run '^$$' -bench QD -benchmem ./nbd/
 
+## bench-nbd: strata vs qemu-nbd over NBD, same run (issue 3);
+## ARGS="--size 256M --runtime 3s" for a quick run.
+bench-nbd:
+	./scripts/bench-nbd.sh $(ARGS)
+
 ## run: start the daemon on embedded defaults (data and sockets under ./var).
 run: build
 	$(BIN)/stratad --data-dir $(DATA)
