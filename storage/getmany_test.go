@@ -1,0 +1,93 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestGetManyMatchesGet reads a mix of compressible, random, zero and
+// repeated chunks in one call, into supplied buffers and into none, and
+// compares every one with Get.
+func TestGetManyMatchesGet(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(21, 22))
+	cs := s.ChunkSize()
+	l := s.NewLease()
+	defer l.Release()
+	var ids []ChunkID
+	for _, raw := range [][]byte{textChunk(rng, cs), randomChunk(rng, cs), textChunk(rng, cs)} {
+		id, err := s.Put(raw, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	ids = append(ids, ZeroChunk, ids[0])
+	bufs := make([][]byte, len(ids))
+	for i := range bufs {
+		bufs[i] = bytes.Repeat([]byte{0xee}, cs)
+	}
+	for name, dsts := range map[string][][]byte{"nil": nil, "short": bufs[:2], "full": bufs} {
+		got, err := s.GetMany(ids, dsts)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(got) != len(ids) {
+			t.Fatalf("%s: %d results for %d ids", name, len(got), len(ids))
+		}
+		for i, id := range ids {
+			want, err := s.Get(id, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got[i], want) {
+				t.Fatalf("%s: chunk %d (#%d) differs from Get", name, id, i)
+			}
+			if i < len(dsts) && &got[i][0] != &dsts[i][0] {
+				t.Fatalf("%s: #%d not decoded into its buffer", name, i)
+			}
+		}
+	}
+	if got, err := s.GetMany(nil, nil); err != nil || len(got) != 0 {
+		t.Fatalf("empty GetMany = %v, %v", got, err)
+	}
+}
+
+// TestGetManyCorruptionIsAnError damages one chunk of a batch: the call
+// fails with ErrCorrupt naming it, returns no data and counts the read, as
+// Get does; a missing id is ErrNotFound.
+func TestGetManyCorruptionIsAnError(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(23, 24))
+	l := s.NewLease()
+	defer l.Release()
+	var ids []ChunkID
+	for _, raw := range [][]byte{textChunk(rng, 4096), randomChunk(rng, 4096), textChunk(rng, 4096)} {
+		id, err := s.Put(raw, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if _, err := s.GetMany(ids, nil); err != nil {
+		t.Fatalf("undamaged batch: %v", err)
+	}
+	for k, at := range []int{1, 0} { // raw payload, then zstd payload
+		flipStoredByte(t, s, ids[at], 100)
+		got, err := s.GetMany(ids, nil)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("batch with damaged chunk %d: err %v; want ErrCorrupt", ids[at], err)
+		}
+		if got != nil {
+			t.Fatal("damaged batch returned data")
+		}
+		if n := s.Stats().CorruptReads; n != int64(k+1) {
+			t.Fatalf("CorruptReads = %d, want %d", n, k+1)
+		}
+	}
+	if _, err := s.GetMany([]ChunkID{ids[2], ids[2] + 1000}, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing chunk: err %v; want ErrNotFound", err)
+	}
+}
