@@ -15,43 +15,84 @@ import (
 // Stats.CorruptReads) and ZeroChunk reading as ChunkSize zeros. It stops at
 // the first failure and returns no data then.
 func (s *Store) GetMany(ids []ChunkID, dsts [][]byte) ([][]byte, error) {
-	out := make([][]byte, len(ids))
-	dst := func(i int) []byte {
-		if i < len(dsts) {
-			return dsts[i]
-		}
-		return nil
+	var first error
+	out, err := s.getMany(ids, dsts, func(_ int, err error) bool {
+		first = err
+		return false
+	})
+	if err == nil {
+		err = first
 	}
-	var bad ChunkID
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// GetEach is GetMany that reads every chunk whatever the others hold: errs[i]
+// is ids[i]'s own failure (ErrCorrupt, counted once; ErrNotFound), out[i] nil
+// then. The error is for the transaction as a whole, and no data comes with
+// it. A cache filling several readers' misses at once uses it, so one
+// damaged chunk fails only the reads of that chunk.
+func (s *Store) GetEach(ids []ChunkID, dsts [][]byte) (out [][]byte, errs []error, err error) {
+	errs = make([]error, len(ids))
+	out, err = s.getMany(ids, dsts, func(i int, err error) bool {
+		errs[i] = err
+		return true
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, errs, nil
+}
+
+// getMany is the loop of GetMany and GetEach. A chunk's own failure goes to
+// failed, already wrapped as Get wraps it; failed says whether to go on.
+func (s *Store) getMany(ids []ChunkID, dsts [][]byte, failed func(i int, err error) bool) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	var stop error // a chunk's failure that ends the transaction early
 	err := s.db.View(func(tx *badger.Txn) error {
 		for i, id := range ids {
+			var dst []byte
+			if i < len(dsts) {
+				dst = dsts[i]
+			}
 			if id == ZeroChunk {
-				out[i] = append(dst(i)[:0], zeroBlock[:s.chunkSize]...)
+				out[i] = append(dst[:0], zeroBlock[:s.chunkSize]...)
 				continue
 			}
 			item, err := tx.Get(idKey(nsChunk, id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return fmt.Errorf("%w: chunk %d", ErrNotFound, id)
+			if err == nil {
+				err = item.Value(func(v []byte) error {
+					var derr error
+					out[i], derr = s.codec.decode(v, dst)
+					return derr
+				})
 			}
-			if err != nil {
+			switch {
+			case err == nil:
+				continue
+			case errors.Is(err, badger.ErrKeyNotFound):
+				err = fmt.Errorf("%w: chunk %d", ErrNotFound, id)
+			case errors.Is(err, ErrCorrupt):
+				s.corruptReads.Add(1)
+				err = fmt.Errorf("chunk %d: %w", id, err)
+			default:
 				return fmt.Errorf("storage: get chunk %d: %w", id, err)
 			}
-			bad = id
-			if err := item.Value(func(v []byte) error {
-				out[i], err = s.codec.decode(v, dst(i))
-				return err
-			}); err != nil {
-				return err
+			out[i] = nil
+			if !failed(i, err) {
+				stop = err
+				return nil
 			}
 		}
 		return nil
 	})
-	if errors.Is(err, ErrCorrupt) {
-		s.corruptReads.Add(1)
-		return nil, fmt.Errorf("chunk %d: %w", bad, err)
-	}
 	if err != nil {
 		return nil, err
+	}
+	if stop != nil {
+		return nil, stop
 	}
 	return out, nil
 }

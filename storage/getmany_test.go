@@ -91,3 +91,42 @@ func TestGetManyCorruptionIsAnError(t *testing.T) {
 		t.Fatalf("missing chunk: err %v; want ErrNotFound", err)
 	}
 }
+
+// TestGetEachFailsOnlyTheDamagedChunk damages one chunk of three: GetEach
+// returns the other two intact and ErrCorrupt for that one alone, counted
+// once.
+func TestGetEachFailsOnlyTheDamagedChunk(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(25, 26))
+	l := s.NewLease()
+	defer l.Release()
+	var ids []ChunkID
+	var raws [][]byte
+	for _, raw := range [][]byte{textChunk(rng, 4096), textChunk(rng, 4096), randomChunk(rng, 4096)} {
+		id, err := s.Put(raw, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, raws = append(ids, id), append(raws, raw)
+	}
+	flipStoredByte(t, s, ids[1], 100)
+	ids = append(ids, ids[2]+1000)
+	got, errs, err := s.GetEach(ids, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 2} {
+		if errs[i] != nil || !bytes.Equal(got[i], raws[i]) {
+			t.Fatalf("intact chunk #%d: err %v, equal %v", i, errs[i], bytes.Equal(got[i], raws[i]))
+		}
+	}
+	if !errors.Is(errs[1], ErrCorrupt) || got[1] != nil {
+		t.Fatalf("damaged chunk: %d bytes, err %v; want ErrCorrupt", len(got[1]), errs[1])
+	}
+	if !errors.Is(errs[3], ErrNotFound) || got[3] != nil {
+		t.Fatalf("missing chunk: err %v; want ErrNotFound", errs[3])
+	}
+	if n := s.Stats().CorruptReads; n != 1 {
+		t.Fatalf("CorruptReads = %d, want 1", n)
+	}
+}
