@@ -71,8 +71,11 @@ func (o Options) workers() int {
 //   - ValueThreshold 1 KiB: with v4's default (1 MiB, every chunk inline in
 //     the LSM tree) writing 2 GiB of 64 KiB values ran at 24 MB/s with 10 GB
 //     peak memory, because every compaction rewrote the chunk bodies. With
-//     chunk bodies in the value log it ran at ~370 MB/s and 2.2 GB. Chunks
-//     that compress below 1 KiB stay inline, which costs little.
+//     chunk bodies in the value log it ran at ~370 MB/s and 2.2 GB. 256
+//     bytes rather than 1 KiB: at 4 KiB chunks many compress below 1 KiB,
+//     and inline they filled the memtables and their flushes (BenchmarkImport
+//     4K/workers=2: 189 -> 212 MB/cpu-s, 125 -> 161 counting the flush at
+//     Close). Reference records (56 bytes) and hash entries stay inline.
 //   - Badger's own block compression off: chunks are already zstd-compressed
 //     and the LSM holds small keys; compressing again only burns CPU.
 //   - Small memtables and block cache: the store shares the machine with the
@@ -86,7 +89,7 @@ func (o Options) workers() int {
 func (o Options) badgerOptions(dir string) badger.Options {
 	bo := badger.DefaultOptions(dir).
 		WithLogger(nil).
-		WithValueThreshold(1 << 10).
+		WithValueThreshold(256).
 		WithCompression(options.None).
 		WithBlockCacheSize(64 << 20).
 		WithMemTableSize(32 << 20).
@@ -98,7 +101,9 @@ func (o Options) badgerOptions(dir string) badger.Options {
 		bo = bo.WithValueLogFileSize(o.ValueLogFileSize)
 	}
 	if o.InMemory {
-		bo = bo.WithInMemory(true).WithDir("").WithValueDir("")
+		// No value log in memory: every value must be under the
+		// threshold, so raise it to Badger's maximum (1 MiB).
+		bo = bo.WithInMemory(true).WithDir("").WithValueDir("").WithValueThreshold(1 << 20)
 	}
 	return bo
 }
