@@ -74,7 +74,9 @@ func (c *chunkCache) get(id storage.ChunkID) ([]byte, error) {
 	s.inflight[id] = f
 	s.mu.Unlock()
 
-	data, err := c.store.Get(id, nil)
+	// A buffer of the chunk's size: decoding into nil grows the slice as
+	// zstd writes, several allocations and copies per chunk.
+	data, err := c.store.Get(id, make([]byte, 0, c.store.ChunkSize()))
 	if err != nil {
 		err = fmt.Errorf("layer: chunk %d: %w", id, err)
 	}
@@ -87,6 +89,99 @@ func (c *chunkCache) get(id storage.ChunkID) ([]byte, error) {
 	s.mu.Unlock()
 	close(f.done)
 	return data, err
+}
+
+// chunkRead is one chunk's part of a read: the chunk's bytes from co on go
+// to dst (past the chunk's end, zeros).
+type chunkRead struct {
+	id  storage.ChunkID
+	co  int64
+	dst []byte
+
+	data []byte  // set from the cache
+	f    *flight // or by the read in flight
+}
+
+// fill serves every read of a multi-chunk request: hits from the cache,
+// chunks another reader is already reading from its flight, and all the
+// rest from the store in one read transaction (GetEach), each decoded into
+// a buffer of its own that the cache then keeps. As in get, each chunk is
+// read from the store once however many readers miss it at once.
+func (c *chunkCache) fill(reads []chunkRead) error {
+	ids := make([]storage.ChunkID, 0, len(reads))
+	mine := make([]*flight, 0, len(reads))
+	for i := range reads {
+		r := &reads[i]
+		s := c.shard(r.id)
+		s.mu.Lock()
+		if e, ok := s.m[r.id]; ok {
+			e.ref = true
+			s.mu.Unlock()
+			c.hits.Add(1)
+			r.data = e.data
+			continue
+		}
+		if f, ok := s.inflight[r.id]; ok { // another reader's, or ours for a repeated id
+			s.mu.Unlock()
+			r.f = f
+			continue
+		}
+		f := &flight{done: make(chan struct{})}
+		s.inflight[r.id] = f
+		s.mu.Unlock()
+		c.misses.Add(1)
+		r.f = f
+		ids, mine = append(ids, r.id), append(mine, f)
+	}
+	if len(ids) > 0 {
+		c.fetch(ids, mine)
+	}
+	for i := range reads {
+		r := &reads[i]
+		if r.f != nil {
+			<-r.f.done
+			if r.f.err != nil {
+				return r.f.err
+			}
+			r.data = r.f.data
+		}
+		k := 0
+		if r.co < int64(len(r.data)) {
+			k = copy(r.dst, r.data[r.co:])
+		}
+		clear(r.dst[k:])
+	}
+	return nil
+}
+
+// fetch reads the chunks of the flights this reader started, completes the
+// flights and caches what it read.
+func (c *chunkCache) fetch(ids []storage.ChunkID, mine []*flight) {
+	cs := c.store.ChunkSize()
+	dsts := make([][]byte, len(ids))
+	for i := range dsts {
+		dsts[i] = make([]byte, 0, cs)
+	}
+	out, errs, err := c.store.GetEach(ids, dsts)
+	for i, id := range ids {
+		f := mine[i]
+		switch {
+		case err != nil:
+			f.err = fmt.Errorf("layer: chunk %d: %w", id, err)
+		case errs[i] != nil:
+			f.err = fmt.Errorf("layer: chunk %d: %w", id, errs[i])
+		default:
+			f.data = out[i]
+		}
+		s := c.shard(id)
+		s.mu.Lock()
+		delete(s.inflight, id)
+		if f.err == nil && int64(len(f.data)) <= s.limit {
+			s.insert(&centry{id: id, data: f.data})
+		}
+		s.mu.Unlock()
+		close(f.done)
+	}
 }
 
 // peek returns a chunk's bytes only if they are cached: it never reads the

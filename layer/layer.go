@@ -72,31 +72,52 @@ func (m *Manager) readLayer(l *layer, p []byte, off int64) error {
 }
 
 // readMap fills p from a sealed map: one lookup per chunk, whatever the
-// layer's depth in its snapshot history.
+// layer's depth in its snapshot history. A read of several chunks gathers
+// them and lets the cache fetch its misses in one store transaction.
 func (m *Manager) readMap(bm *blockMap, p []byte, off int64) error {
 	cs := m.chunkSize
+	if int64(len(p)) > cs-off%cs {
+		return m.readMapMany(bm, p, off)
+	}
+	ci := off / cs
+	co := off - ci*cs
+	id := bm.get(ci)
+	if id == 0 {
+		clear(p)
+		return nil
+	}
+	data, err := m.cache.get(id)
+	if err != nil {
+		return err
+	}
+	k := 0
+	if co < int64(len(data)) {
+		k = copy(p, data[co:])
+	}
+	clear(p[k:])
+	return nil
+}
+
+// readMapMany is readMap for a read that spans chunks.
+func (m *Manager) readMapMany(bm *blockMap, p []byte, off int64) error {
+	cs := m.chunkSize
+	reads := make([]chunkRead, 0, (int64(len(p))+cs-1)/cs+1)
 	for len(p) > 0 {
 		ci := off / cs
 		co := off - ci*cs
 		n := min(int64(len(p)), cs-co)
-		id := bm.get(ci)
-		if id == 0 {
+		if id := bm.get(ci); id == 0 {
 			clear(p[:n])
 		} else {
-			data, err := m.cache.get(id)
-			if err != nil {
-				return err
-			}
-			k := 0
-			if co < int64(len(data)) {
-				k = copy(p[:n], data[co:])
-			}
-			clear(p[k:n])
+			reads = append(reads, chunkRead{id: id, co: co, dst: p[:n]})
 		}
 		p = p[n:]
 		off += n
 	}
-	return nil
+	if len(reads) == 0 {
+		return nil
+	}
+	return m.cache.fill(reads)
 }
 
 // kindsLayer fills the unknown entries of kinds (blocks from b0) with what
