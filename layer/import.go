@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"strata/storage"
 )
@@ -50,6 +51,41 @@ func (p *Pending) build(ctx context.Context, r io.Reader, size int64, progress f
 	staged := map[int64]uint64{}
 	lease := m.store.NewLease()
 	defer lease.Release()
+	// Full batches of leaves are staged by a goroutine of their own: one
+	// staging transaction (about 12 leaves, 48 MiB of 4 KiB chunks, an
+	// AddRef each) used to run inside emit, and the import stalled behind
+	// it once its few MiB of buffers were full. One batch may wait in the
+	// channel while the next fills, so memory stays at two batches.
+	stageCh := make(chan []stagedLeaf, 1)
+	stageDone := make(chan error, 1)
+	var stageMu sync.Mutex
+	var stageErr error
+	go func() {
+		var err error
+		for batch := range stageCh {
+			if err != nil {
+				continue // drain after a failure; build returns it
+			}
+			if err = m.stageLeaves(p.id, statePending, batch, staged); err == nil {
+				forgetLeaves(lease, batch)
+			} else {
+				stageMu.Lock()
+				stageErr = err
+				stageMu.Unlock()
+			}
+		}
+		stageDone <- err
+	}()
+	stagerRunning := true
+	waitStager := func() error {
+		if !stagerRunning {
+			return nil
+		}
+		stagerRunning = false
+		close(stageCh)
+		return <-stageDone
+	}
+	defer waitStager() // on every path, before the lease is released
 	var batch []stagedLeaf
 	var cur *leaf
 	curLi := int64(-1)
@@ -59,12 +95,14 @@ func (p *Pending) build(ctx context.Context, r io.Reader, size int64, progress f
 			cur = nil
 		}
 		if len(batch) >= m.leavesPerTxn() {
-			err := m.stageLeaves(p.id, statePending, batch, staged)
-			if err == nil {
-				forgetLeaves(lease, batch)
+			stageMu.Lock()
+			err := stageErr
+			stageMu.Unlock()
+			if err != nil {
+				return err
 			}
+			stageCh <- batch
 			batch = nil
-			return err
 		}
 		return nil
 	}
@@ -90,6 +128,9 @@ func (p *Pending) build(ctx context.Context, r io.Reader, size int64, progress f
 	}
 	stats, err := m.store.Import(ctx, r, lease, emit, progress)
 	p.stats = stats
+	if serr := waitStager(); err == nil {
+		err = serr
+	}
 	if err != nil {
 		return err
 	}
