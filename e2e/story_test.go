@@ -226,6 +226,11 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 		d.nbdTool(t, -1, export, "qemu-io", "-r", "-f", "raw", d.uri(export), "-c", "read -P 0xab 72M 64k")
 	}
 	checkVM1Content(t, d, d4.ExportName)
+	// Those reads went through the shared chunk cache, and /metrics shows it.
+	if misses := d.metric(t, "strata_cache_misses_total"); misses <= 0 {
+		t.Errorf("strata_cache_misses_total = %v after reading disks over NBD, want > 0", misses)
+	}
+	d.metric(t, "strata_cache_hits_total")
 
 	// Delete the pooled image: the disks on it still read correctly.
 	d.ok(t, -1, nil, "image", "delete", pooled.ID)

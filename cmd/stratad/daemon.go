@@ -160,7 +160,15 @@ func run(ctx context.Context, cfg *config, log *zap.Logger) (err error) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "strata", Subsystem: "api", Name: "operations_in_flight",
 			Help: "Operations (imports, seals, exports, deletes) running in the background.",
-		}, func() float64 { return float64(svc.OperationsInFlight()) }))
+		}, func() float64 { return float64(svc.OperationsInFlight()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "strata", Subsystem: "cache", Name: "hits_total",
+			Help: "Chunk reads served from the decoded-chunk cache shared by all disks and images.",
+		}, func() float64 { return float64(layers.CacheStats().Hits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "strata", Subsystem: "cache", Name: "misses_total",
+			Help: "Chunk reads that went to the store (once per chunk however many readers waited).",
+		}, func() float64 { return float64(layers.CacheStats().Misses) }))
 
 	serveErr := d.listen()
 	if serveErr == nil {
