@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -13,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"strata/cmd/internal/nbdvolume"
 	"strata/layer"
 	"strata/nbd"
 	"strata/storage"
@@ -151,84 +151,11 @@ func (e benchExports) Lookup(ctx context.Context, name string, peer nbd.Peer) (n
 	if err != nil {
 		return nil, err
 	}
-	return newVolumeBackend(v), nil
+	return nbdvolume.New(v, "strata-bench "+name), nil
 }
 
 func (e benchExports) List(ctx context.Context, peer nbd.Peer) []nbd.ExportInfo {
 	return []nbd.ExportInfo{{Name: exportName}}
-}
-
-// volumeBackend serves a layer.Volume as an nbd.Backend, as the daemon
-// does (cmd/stratad has its own; a main package cannot be imported). The
-// error translation only matters for error paths the benchmark does not
-// take, but keeps the same errno choices.
-type volumeBackend struct{ v layer.Volume }
-
-func newVolumeBackend(v layer.Volume) nbd.Backend {
-	if _, ok := v.(nbd.BlockSizer); ok {
-		return sizedVolumeBackend{volumeBackend{v}}
-	}
-	return volumeBackend{v}
-}
-
-func (b volumeBackend) Size() int64    { return b.v.Size() }
-func (b volumeBackend) ReadOnly() bool { return b.v.ReadOnly() }
-func (b volumeBackend) Close() error   { return b.v.Close() }
-
-func (b volumeBackend) ReadAt(ctx context.Context, p []byte, off int64) error {
-	return nbdErr(b.v.ReadAt(ctx, p, off))
-}
-
-func (b volumeBackend) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
-	return nbdErr(b.v.WriteAt(ctx, p, off, fua))
-}
-
-func (b volumeBackend) Flush(ctx context.Context) error { return nbdErr(b.v.Flush(ctx)) }
-
-func (b volumeBackend) Trim(ctx context.Context, off, length int64, fua bool) error {
-	return nbdErr(b.v.Trim(ctx, off, length, fua))
-}
-
-func (b volumeBackend) WriteZeroes(ctx context.Context, off, length int64, mayTrim, fastOnly, fua bool) error {
-	return nbdErr(b.v.WriteZeroes(ctx, off, length, mayTrim, fastOnly, fua))
-}
-
-func (b volumeBackend) Extents(ctx context.Context, off, length int64) ([]nbd.Extent, error) {
-	ext, err := b.v.Extents(ctx, off, length)
-	if err != nil {
-		return nil, nbdErr(err)
-	}
-	out := make([]nbd.Extent, len(ext))
-	for i, e := range ext {
-		out[i] = nbd.Extent{Length: e.Length, Hole: e.Hole, Zero: e.Zero}
-	}
-	return out, nil
-}
-
-type sizedVolumeBackend struct{ volumeBackend }
-
-func (b sizedVolumeBackend) BlockSizes() (minimum, preferred, maximum uint32) {
-	return b.v.(nbd.BlockSizer).BlockSizes()
-}
-
-var (
-	_ nbd.Backend    = volumeBackend{}
-	_ io.Closer      = volumeBackend{}
-	_ nbd.BlockSizer = sizedVolumeBackend{}
-)
-
-func nbdErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, layer.ErrNotFast):
-		return fmt.Errorf("%w: %w", nbd.ErrNotFast, err)
-	case errors.Is(err, layer.ErrReadOnly), errors.Is(err, layer.ErrBusy):
-		return fmt.Errorf("%w: %w", nbd.ErrPermission, err)
-	case errors.Is(err, layer.ErrOutOfRange):
-		return fmt.Errorf("%w: %w", nbd.ErrInvalid, err)
-	}
-	return err
 }
 
 // importDataSet builds the strata side's store: the raw data set imported

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"strata/api/apitypes"
+	"strata/cmd/internal/units"
 )
 
 func TestDecodeError(t *testing.T) {
@@ -81,11 +82,11 @@ func TestParseBindingsAndResources(t *testing.T) {
 
 func TestCLISizes(t *testing.T) {
 	for in, want := range map[string]int64{"10G": 10 << 30, "512MiB": 512 << 20, "1073741824": 1 << 30, "80M": 80 << 20} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d %v", in, got, err)
+		if got, err := units.ParseSize(in); err != nil || got != want {
+			t.Errorf("units.ParseSize(%q) = %d %v", in, got, err)
 		}
 	}
-	if _, err := parseSize("big"); err == nil {
+	if _, err := units.ParseSize("big"); err == nil {
 		t.Error("parseSize accepted a word")
 	}
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1536: "1.5 KiB", 64 << 20: "64.0 MiB", 3 << 40: "3.0 TiB"} {

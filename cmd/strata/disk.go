@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"strata/api/apitypes"
+	"strata/cmd/internal/units"
 )
 
 var diskColumns = []column[apitypes.Disk]{
@@ -74,7 +75,7 @@ a larger --size grows the disk. An empty disk needs --size.`,
 			req := apitypes.CreateDiskRequest{FolderID: folder, Name: name, Description: description,
 				Labels: l, ImageID: imageID, SnapshotID: snapshotID}
 			if size != "" {
-				if req.Size, err = parseSize(size); err != nil {
+				if req.Size, err = units.ParseSize(size); err != nil {
 					return err
 				}
 			}
@@ -136,7 +137,7 @@ a larger --size grows the disk. An empty disk needs --size.`,
 			var mask []string
 			fl := cmd.Flags()
 			if fl.Changed("size") {
-				n, err := parseSize(newSize)
+				n, err := units.ParseSize(newSize)
 				if err != nil {
 					return err
 				}
@@ -174,7 +175,7 @@ a larger --size grows the disk. An empty disk needs --size.`,
 		Short: "Grow a disk (shorthand for update --size)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := parseSize(args[1])
+			n, err := units.ParseSize(args[1])
 			if err != nil {
 				return err
 			}

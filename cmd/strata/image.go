@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"strata/api/apitypes"
+	"strata/cmd/internal/units"
 )
 
 var imageColumns = []column[apitypes.Image]{
@@ -187,7 +188,7 @@ format is refused.`,
 			set("format", strings.ToLower(format))
 			set("osType", strings.ToUpper(osType))
 			if meta.minDiskSize != "" {
-				n, err := parseSize(meta.minDiskSize)
+				n, err := units.ParseSize(meta.minDiskSize)
 				if err != nil {
 					return err
 				}
@@ -286,7 +287,7 @@ snapshots the disk first. The OS type is inherited from the source.`,
 				ImageID: imageID, DiskID: diskID, SnapshotID: snapshotID, Pooled: meta.pooled,
 			}
 			if meta.minDiskSize != "" {
-				if req.MinDiskSize, err = parseSize(meta.minDiskSize); err != nil {
+				if req.MinDiskSize, err = units.ParseSize(meta.minDiskSize); err != nil {
 					return err
 				}
 			}
@@ -334,7 +335,7 @@ func (a *app) imageUpdate() *cobra.Command {
 				mask = append(mask, "labels")
 			}
 			if fl.Changed("min-disk-size") {
-				n, err := parseSize(meta.minDiskSize)
+				n, err := units.ParseSize(meta.minDiskSize)
 				if err != nil {
 					return err
 				}

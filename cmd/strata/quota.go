@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"strata/api/apitypes"
+	"strata/cmd/internal/units"
 )
 
 var quotaColumns = []column[apitypes.Quota]{
@@ -64,7 +65,7 @@ func (a *app) quotaCommand() *cobra.Command {
 				if !ok {
 					return fmt.Errorf("%q: want NAME=LIMIT", kv)
 				}
-				n, err := parseSize(val)
+				n, err := units.ParseSize(val)
 				if err != nil {
 					return errors.New(name + ": " + err.Error())
 				}

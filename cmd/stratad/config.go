@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"strata/api"
+	"strata/cmd/internal/units"
 )
 
 // config is everything the daemon can be told. Every field is one flag; a
@@ -266,7 +267,7 @@ func (s *sizeValue) String() string {
 }
 
 func (s *sizeValue) Set(v string) error {
-	n, err := parseSize(v)
+	n, err := units.ParseSize(v)
 	if err != nil {
 		return err
 	}
@@ -275,33 +276,6 @@ func (s *sizeValue) Set(v string) error {
 }
 
 func (s *sizeValue) Type() string { return "size" }
-
-// parseSize reads a byte count with an optional binary suffix.
-func parseSize(v string) (int64, error) {
-	t := strings.TrimSpace(v)
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'k', 'K':
-			mult = 1 << 10
-		case 'm', 'M':
-			mult = 1 << 20
-		case 'g', 'G':
-			mult = 1 << 30
-		case 't', 'T':
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
-		return 0, fmt.Errorf("size %q: want a byte count like 65536, 64KiB or 10G", v)
-	}
-	return int64(f * float64(mult)), nil
-}
 
 // formatSize prints n with the largest binary suffix that divides it.
 func formatSize(n int64) string {

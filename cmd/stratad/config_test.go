@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"strata/cmd/internal/units"
 )
 
 func TestParseSize(t *testing.T) {
@@ -31,15 +33,15 @@ func TestParseSize(t *testing.T) {
 		{in: "1X", bad: true},
 		{in: "9999999T", bad: true},
 	} {
-		got, err := parseSize(tc.in)
+		got, err := units.ParseSize(tc.in)
 		if tc.bad {
 			if err == nil {
-				t.Errorf("parseSize(%q) = %d, want an error", tc.in, got)
+				t.Errorf("units.ParseSize(%q) = %d, want an error", tc.in, got)
 			}
 			continue
 		}
 		if err != nil || got != tc.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+			t.Errorf("units.ParseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
 	}
 }

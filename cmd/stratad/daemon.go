@@ -24,6 +24,7 @@ import (
 
 	"strata/api"
 	"strata/api/apitypes"
+	"strata/cmd/internal/nbdvolume"
 	"strata/layer"
 	"strata/nbd"
 	"strata/storage"
@@ -390,7 +391,7 @@ func (e exports) Lookup(ctx context.Context, name string, peer nbd.Peer) (nbd.Ba
 			return nil, fmt.Errorf("%w: %w", nbd.ErrPermission, err)
 		}
 	}
-	return newBackend(vol, "strata "+name), nil
+	return nbdvolume.New(vol, "strata "+name), nil
 }
 
 // writerGrace is how long a new writer waits for the previous one's

@@ -1,4 +1,9 @@
-package main
+// Package nbdvolume serves a layer.Volume as an nbd.Backend: the one
+// adapter between the two packages (nbd imports nothing of ours), shared by
+// the daemon and the benchmark so both measure the same path. It converts
+// extents, translates layer errors into the nbd errors that pick the
+// client's errno, and passes the volume's optional fast paths through.
+package nbdvolume
 
 import (
 	"context"
@@ -29,27 +34,27 @@ func (b volumeBackend) Size() int64    { return b.v.Size() }
 func (b volumeBackend) ReadOnly() bool { return b.v.ReadOnly() }
 
 func (b volumeBackend) ReadAt(ctx context.Context, p []byte, off int64) error {
-	return nbdError(b.v.ReadAt(ctx, p, off))
+	return Error(b.v.ReadAt(ctx, p, off))
 }
 
 func (b volumeBackend) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
-	return nbdError(b.v.WriteAt(ctx, p, off, fua))
+	return Error(b.v.WriteAt(ctx, p, off, fua))
 }
 
-func (b volumeBackend) Flush(ctx context.Context) error { return nbdError(b.v.Flush(ctx)) }
+func (b volumeBackend) Flush(ctx context.Context) error { return Error(b.v.Flush(ctx)) }
 
 func (b volumeBackend) Trim(ctx context.Context, off, length int64, fua bool) error {
-	return nbdError(b.v.Trim(ctx, off, length, fua))
+	return Error(b.v.Trim(ctx, off, length, fua))
 }
 
 func (b volumeBackend) WriteZeroes(ctx context.Context, off, length int64, mayTrim, fastOnly, fua bool) error {
-	return nbdError(b.v.WriteZeroes(ctx, off, length, mayTrim, fastOnly, fua))
+	return Error(b.v.WriteZeroes(ctx, off, length, mayTrim, fastOnly, fua))
 }
 
 func (b volumeBackend) Extents(ctx context.Context, off, length int64) ([]nbd.Extent, error) {
 	ext, err := b.v.Extents(ctx, off, length)
 	if err != nil {
-		return nil, nbdError(err)
+		return nil, Error(err)
 	}
 	out := make([]nbd.Extent, len(ext))
 	for i, e := range ext {
@@ -62,7 +67,7 @@ func (b volumeBackend) Extents(ctx context.Context, off, length int64) ([]nbd.Ex
 // a hint, so without support it succeeds doing nothing.
 func (b volumeBackend) Cache(ctx context.Context, off, length int64) error {
 	if c, ok := b.v.(nbd.Cacher); ok {
-		return nbdError(c.Cache(ctx, off, length))
+		return Error(c.Cache(ctx, off, length))
 	}
 	return nil
 }
@@ -75,11 +80,11 @@ func (b volumeBackend) Description() string { return b.desc }
 // flushes it).
 func (b volumeBackend) Close() error { return b.v.Close() }
 
-// newBackend wraps v. The nbd server changes its behaviour for backends
+// New wraps v; desc is the export description nbdinfo shows. The nbd server changes its behaviour for backends
 // with optional interfaces (block size constraints, reads and writes done
 // inline on the connection's reader), so the adapter has exactly the ones
 // the volume has: one small type per combination.
-func newBackend(v layer.Volume, desc string) nbd.Backend {
+func New(v layer.Volume, desc string) nbd.Backend {
 	b := volumeBackend{v, desc}
 	// A wrapper (the api's handle that releases the disk's writer slot on
 	// Close) may hide the layer volume's optional methods; Unwrap, by Go
@@ -151,11 +156,11 @@ type tryWriter struct{ tw nbd.TryWriter }
 
 func (w tryWriter) TryWriteAt(p []byte, off int64, fua bool) (bool, error) {
 	done, err := w.tw.TryWriteAt(p, off, fua)
-	return done, nbdError(err)
+	return done, Error(err)
 }
 
 // nbdError is the one place layer errors become nbd errors.
-func nbdError(err error) error {
+func Error(err error) error {
 	switch {
 	case err == nil:
 		return nil

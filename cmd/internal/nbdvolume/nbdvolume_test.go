@@ -1,9 +1,7 @@
-package main
+package nbdvolume
 
 import (
 	"context"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"testing"
@@ -23,16 +21,16 @@ func TestNBDErrorTranslation(t *testing.T) {
 		{layer.ErrOutOfRange, nbd.ErrInvalid},
 		{layer.ErrBusy, nbd.ErrPermission},
 	} {
-		got := nbdError(tc.in)
+		got := Error(tc.in)
 		if !errors.Is(got, tc.want) || !errors.Is(got, tc.in) {
-			t.Errorf("nbdError(%v) = %v; want it to match %v and keep the cause", tc.in, got, tc.want)
+			t.Errorf("Error(%v) = %v; want it to match %v and keep the cause", tc.in, got, tc.want)
 		}
 	}
-	if nbdError(nil) != nil {
+	if Error(nil) != nil {
 		t.Error("nil must stay nil")
 	}
 	other := errors.New("disk on fire")
-	if got := nbdError(other); got != other {
+	if got := Error(other); got != other {
 		t.Errorf("unknown errors pass through unchanged (EIO): %v", got)
 	}
 }
@@ -54,7 +52,7 @@ func (f *fakeVolume) Close() error { f.closed = true; return nil }
 
 func TestBackendConvertsExtentsAndCloses(t *testing.T) {
 	v := &fakeVolume{extents: []layer.Extent{{Length: 4096, Hole: true, Zero: true}, {Length: 8192}, {Length: 512, Zero: true}}}
-	b := newBackend(v, "strata disk/d1")
+	b := New(v, "strata disk/d1")
 	if _, ok := b.(nbd.BlockSizer); ok {
 		t.Fatal("a volume without block sizes must not advertise any")
 	}
@@ -89,31 +87,6 @@ func TestBackendConvertsExtentsAndCloses(t *testing.T) {
 	}
 }
 
-func TestPeerIdentity(t *testing.T) {
-	id, err := peerIdentity(nbd.Peer{Unix: &nbd.UnixCred{UID: 1000, GID: 100, PID: 42}})
-	if err != nil || !id.Known || id.UID != 1000 || id.GID != 100 || id.PID != 42 {
-		t.Fatalf("unix peer: %+v %v", id, err)
-	}
-	cert := func(cn string) *x509.Certificate { return &x509.Certificate{Subject: pkix.Name{CommonName: cn}} }
-	for cn, uid := range map[string]uint32{"unixUser:1001": 1001, "1002": 1002} {
-		id, err := peerIdentity(nbd.Peer{TLS: true, Certificate: cert(cn)})
-		if err != nil || !id.Known || id.UID != uid {
-			t.Errorf("certificate %q: %+v %v", cn, id, err)
-		}
-		// Connections of one certificate holder share a stand-in PID, so
-		// its multi-conn connections count as one writer.
-		again, _ := peerIdentity(nbd.Peer{TLS: true, Certificate: cert(cn)})
-		if id.PID >= 0 || again.PID != id.PID {
-			t.Errorf("certificate %q: stand-in PIDs %d and %d, want equal and negative", cn, id.PID, again.PID)
-		}
-	}
-	for _, p := range []nbd.Peer{{}, {TLS: true}, {TLS: true, Certificate: cert("alice")}} {
-		if id, err := peerIdentity(p); err == nil || id.Known {
-			t.Errorf("peer %+v identified as %+v", p, id)
-		}
-	}
-}
-
 // fastVolume has every optional interface.
 type fastVolume struct {
 	fakeVolume
@@ -126,7 +99,7 @@ func (fastVolume) TryWriteAt([]byte, int64, bool) (bool, error) {
 }
 
 func TestBackendPassesOptionalInterfacesThrough(t *testing.T) {
-	b := newBackend(&fastVolume{}, "x")
+	b := New(&fastVolume{}, "x")
 	bs, ok := b.(nbd.BlockSizer)
 	if !ok {
 		t.Fatal("block sizes lost")
@@ -145,7 +118,7 @@ func TestBackendPassesOptionalInterfacesThrough(t *testing.T) {
 		t.Fatalf("TryWriteAt: %v %v (errors must be translated too)", done, err)
 	}
 	for _, v := range []layer.Volume{&fakeVolume{}, &fastVolume{}} {
-		if _, ok := newBackend(v, "x").(interface{ Close() error }); !ok {
+		if _, ok := New(v, "x").(interface{ Close() error }); !ok {
 			t.Fatalf("%T: the handle must stay closable", v)
 		}
 	}
@@ -162,7 +135,7 @@ func (w *wrapped) Close() error         { w.closed = true; return w.Volume.Close
 
 func TestBackendSeesThroughUnwrap(t *testing.T) {
 	w := &wrapped{Volume: &fastVolume{}}
-	b := newBackend(w, "x")
+	b := New(w, "x")
 	if _, ok := b.(nbd.BlockSizer); !ok {
 		t.Fatal("block sizes of the wrapped volume lost")
 	}
