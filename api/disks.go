@@ -43,35 +43,12 @@ func (s *Service) GetDisk(caller Identity, id string) (apitypes.Disk, error) {
 
 // ListDisks lists a folder's disks the caller can see.
 func (s *Service) ListDisks(caller Identity, folder string, pageSize int, pageToken, filter string) (apitypes.ListDisksResponse, error) {
-	if err := authenticated(caller); err != nil {
-		return apitypes.ListDisksResponse{}, err
-	}
-	name, byName, err := parseFilter(filter)
+	items, next, err := listInFolder[diskRec](s, caller, folder, pfxDisk, pageSize, pageToken, filter,
+		func(x apitypes.Disk) string { return x.ID })
 	if err != nil {
 		return apitypes.ListDisksResponse{}, err
 	}
-	var all []apitypes.Disk
-	err = s.view(func(tx *storage.Txn) error {
-		f, err := s.getFolder(tx, folder)
-		if err != nil {
-			return err
-		}
-		return iterJSON(tx, pfxDisk, func(r *diskRec) error {
-			if r.FolderID == f.ID && (!byName || r.Name == name) && s.level(caller, f, r.Bindings) >= permGet {
-				all = append(all, r.public())
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return apitypes.ListDisksResponse{}, toError(err)
-	}
-	page, next, err := paginate(all, pageSize, pageToken, func(d apitypes.Disk) string { return d.ID },
-		func(d apitypes.Disk, t string) bool { return afterID(d.ID, t) })
-	if err != nil {
-		return apitypes.ListDisksResponse{}, err
-	}
-	return apitypes.ListDisksResponse{Disks: append([]apitypes.Disk{}, page...), NextPageToken: next}, nil
+	return apitypes.ListDisksResponse{Disks: items, NextPageToken: next}, nil
 }
 
 // CreateDisk makes a disk: empty, or over an image's or a snapshot's

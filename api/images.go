@@ -150,35 +150,12 @@ func (s *Service) GetImage(caller Identity, id string) (apitypes.Image, error) {
 // ListImages lists a folder's images: all of them for callers with a role
 // on the folder, else those the caller has a role on (public ones too).
 func (s *Service) ListImages(caller Identity, folder string, pageSize int, pageToken, filter string) (apitypes.ListImagesResponse, error) {
-	if err := authenticated(caller); err != nil {
-		return apitypes.ListImagesResponse{}, err
-	}
-	name, byName, err := parseFilter(filter)
+	items, next, err := listInFolder[imageRec](s, caller, folder, pfxImage, pageSize, pageToken, filter,
+		func(x apitypes.Image) string { return x.ID })
 	if err != nil {
 		return apitypes.ListImagesResponse{}, err
 	}
-	var all []apitypes.Image
-	err = s.view(func(tx *storage.Txn) error {
-		f, err := s.getFolder(tx, folder)
-		if err != nil {
-			return err
-		}
-		return iterJSON(tx, pfxImage, func(r *imageRec) error {
-			if r.FolderID == f.ID && (!byName || r.Name == name) && s.level(caller, f, r.Bindings) >= permGet {
-				all = append(all, r.public())
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return apitypes.ListImagesResponse{}, toError(err)
-	}
-	page, next, err := paginate(all, pageSize, pageToken, func(im apitypes.Image) string { return im.ID },
-		func(im apitypes.Image, t string) bool { return afterID(im.ID, t) })
-	if err != nil {
-		return apitypes.ListImagesResponse{}, err
-	}
-	return apitypes.ListImagesResponse{Images: append([]apitypes.Image{}, page...), NextPageToken: next}, nil
+	return apitypes.ListImagesResponse{Images: items, NextPageToken: next}, nil
 }
 
 // LatestByFamily returns the newest READY image of family in folder that

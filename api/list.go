@@ -3,6 +3,9 @@ package api
 import (
 	"regexp"
 	"strconv"
+
+	"strata/api/apitypes"
+	"strata/storage"
 )
 
 const (
@@ -60,4 +63,58 @@ func parseFilter(f string) (name string, ok bool, err error) {
 		return "", false, errInvalid(`filter %q is not supported: use name="NAME"`, f)
 	}
 	return m[1], true, nil
+}
+
+// folderResource is what listing needs of an image, disk or snapshot
+// record: where it lives, its name, its own bindings, its public form.
+type folderResource[P any] interface {
+	place() (folderID, name string)
+	bindings() []apitypes.AccessBinding
+	public() P
+}
+
+func (r *imageRec) place() (string, string)            { return r.FolderID, r.Name }
+func (r *imageRec) bindings() []apitypes.AccessBinding { return r.Bindings }
+func (r *diskRec) place() (string, string)             { return r.FolderID, r.Name }
+func (r *diskRec) bindings() []apitypes.AccessBinding  { return r.Bindings }
+func (r *snapRec) place() (string, string)             { return r.FolderID, r.Name }
+func (r *snapRec) bindings() []apitypes.AccessBinding  { return r.Bindings }
+
+// listInFolder returns one page of a folder's records under prefix that
+// the caller may see (all of them with a role on the folder, else those it
+// has a role on, public ones too), filtered by `name="x"`, in id order.
+func listInFolder[R any, PR interface {
+	*R
+	folderResource[P]
+}, P any](s *Service, caller Identity, folder, prefix string, pageSize int, pageToken, filter string, id func(P) string) ([]P, string, error) {
+	if err := authenticated(caller); err != nil {
+		return nil, "", err
+	}
+	name, byName, err := parseFilter(filter)
+	if err != nil {
+		return nil, "", err
+	}
+	var all []P
+	err = s.view(func(tx *storage.Txn) error {
+		f, err := s.getFolder(tx, folder)
+		if err != nil {
+			return err
+		}
+		return iterJSON(tx, prefix, func(r *R) error {
+			rec := PR(r)
+			fid, n := rec.place()
+			if fid == f.ID && (!byName || n == name) && s.level(caller, f, rec.bindings()) >= permGet {
+				all = append(all, rec.public())
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, "", toError(err)
+	}
+	page, next, err := paginate(all, pageSize, pageToken, id, func(x P, t string) bool { return afterID(id(x), t) })
+	if err != nil {
+		return nil, "", err
+	}
+	return append([]P{}, page...), next, nil
 }

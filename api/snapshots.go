@@ -40,35 +40,12 @@ func (s *Service) GetSnapshot(caller Identity, id string) (apitypes.Snapshot, er
 
 // ListSnapshots lists a folder's snapshots the caller can see.
 func (s *Service) ListSnapshots(caller Identity, folder string, pageSize int, pageToken, filter string) (apitypes.ListSnapshotsResponse, error) {
-	if err := authenticated(caller); err != nil {
-		return apitypes.ListSnapshotsResponse{}, err
-	}
-	name, byName, err := parseFilter(filter)
+	items, next, err := listInFolder[snapRec](s, caller, folder, pfxSnap, pageSize, pageToken, filter,
+		func(x apitypes.Snapshot) string { return x.ID })
 	if err != nil {
 		return apitypes.ListSnapshotsResponse{}, err
 	}
-	var all []apitypes.Snapshot
-	err = s.view(func(tx *storage.Txn) error {
-		f, err := s.getFolder(tx, folder)
-		if err != nil {
-			return err
-		}
-		return iterJSON(tx, pfxSnap, func(r *snapRec) error {
-			if r.FolderID == f.ID && (!byName || r.Name == name) && s.level(caller, f, r.Bindings) >= permGet {
-				all = append(all, r.public())
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return apitypes.ListSnapshotsResponse{}, toError(err)
-	}
-	page, next, err := paginate(all, pageSize, pageToken, func(x apitypes.Snapshot) string { return x.ID },
-		func(x apitypes.Snapshot, t string) bool { return afterID(x.ID, t) })
-	if err != nil {
-		return apitypes.ListSnapshotsResponse{}, err
-	}
-	return apitypes.ListSnapshotsResponse{Snapshots: append([]apitypes.Snapshot{}, page...), NextPageToken: next}, nil
+	return apitypes.ListSnapshotsResponse{Snapshots: items, NextPageToken: next}, nil
 }
 
 // CreateSnapshot snapshots a disk, also while an NBD client writes to it:
