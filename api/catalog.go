@@ -247,3 +247,37 @@ func getOp(tx *storage.Txn, id string) (*opRec, error) {
 	}
 	return r, nil
 }
+
+// metaFields points at the name, description and labels of a record, the
+// part of an update every resource shares.
+type metaFields struct {
+	name, description *string
+	labels            *map[string]string
+}
+
+// applyMetaField applies one update-mask field shared by every resource:
+// a rename (moving the record's unique name in its folder, under namePfx),
+// the description or the labels. It reports false for any other field,
+// which the caller handles itself.
+func applyMetaField(tx *storage.Txn, field, namePfx, kind, folderID, id string, to metaFields,
+	name, description string, labels map[string]string) (bool, error) {
+	switch field {
+	case "name":
+		if name != *to.name {
+			if err := releaseName(tx, namePfx, folderID, *to.name); err != nil {
+				return true, err
+			}
+			if err := claimName(tx, namePfx, kind, folderID, name, id); err != nil {
+				return true, err
+			}
+			*to.name = name
+		}
+	case "description":
+		*to.description = description
+	case "labels":
+		*to.labels = labels
+	default:
+		return false, nil
+	}
+	return true, nil
+}

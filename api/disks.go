@@ -156,21 +156,15 @@ func (s *Service) UpdateDisk(caller Identity, key, id string, req apitypes.Updat
 			return nil, err
 		}
 		for _, fl := range fields {
+			done, err := applyMetaField(tx, fl, pfxDiskName, "disk", f.ID, r.ID,
+				metaFields{&r.Name, &r.Description, &r.Labels}, req.Name, req.Description, req.Labels)
+			if err != nil {
+				return nil, err
+			}
+			if done {
+				continue
+			}
 			switch fl {
-			case "name":
-				if req.Name != r.Name {
-					if err := releaseName(tx, pfxDiskName, f.ID, r.Name); err != nil {
-						return nil, err
-					}
-					if err := claimName(tx, pfxDiskName, "disk", f.ID, req.Name, r.ID); err != nil {
-						return nil, err
-					}
-					r.Name = req.Name
-				}
-			case "description":
-				r.Description = req.Description
-			case "labels":
-				r.Labels = req.Labels
 			case "size":
 				if err := validateDiskSize(req.Size); err != nil {
 					return nil, err

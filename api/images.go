@@ -434,21 +434,15 @@ func (s *Service) UpdateImage(caller Identity, key, id string, req apitypes.Upda
 			return nil, err
 		}
 		for _, fl := range fields {
+			done, err := applyMetaField(tx, fl, pfxImageName, "image", f.ID, r.ID,
+				metaFields{&r.Name, &r.Description, &r.Labels}, req.Name, req.Description, req.Labels)
+			if err != nil {
+				return nil, err
+			}
+			if done {
+				continue
+			}
 			switch fl {
-			case "name":
-				if req.Name != r.Name {
-					if err := releaseName(tx, pfxImageName, f.ID, r.Name); err != nil {
-						return nil, err
-					}
-					if err := claimName(tx, pfxImageName, "image", f.ID, req.Name, r.ID); err != nil {
-						return nil, err
-					}
-					r.Name = req.Name
-				}
-			case "description":
-				r.Description = req.Description
-			case "labels":
-				r.Labels = req.Labels
 			case "minDiskSize":
 				if req.MinDiskSize > maxVolumeSize {
 					return nil, errInvalid("minDiskSize %d is above the %d byte limit", req.MinDiskSize, int64(maxVolumeSize))

@@ -179,21 +179,10 @@ func (s *Service) UpdateSnapshot(caller Identity, key, id string, req apitypes.U
 			return nil, err
 		}
 		for _, fl := range fields {
-			switch fl {
-			case "name":
-				if req.Name != r.Name {
-					if err := releaseName(tx, pfxSnapName, f.ID, r.Name); err != nil {
-						return nil, err
-					}
-					if err := claimName(tx, pfxSnapName, "snapshot", f.ID, req.Name, r.ID); err != nil {
-						return nil, err
-					}
-					r.Name = req.Name
-				}
-			case "description":
-				r.Description = req.Description
-			case "labels":
-				r.Labels = req.Labels
+			// The mask allows only the shared fields here.
+			if _, err := applyMetaField(tx, fl, pfxSnapName, "snapshot", f.ID, r.ID,
+				metaFields{&r.Name, &r.Description, &r.Labels}, req.Name, req.Description, req.Labels); err != nil {
+				return nil, err
 			}
 		}
 		return r.public(), putJSON(tx, pfxSnap+r.ID, r)
