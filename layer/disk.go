@@ -385,13 +385,23 @@ func (d *disk) read(p []byte, off int64) error {
 	for {
 		st := d.st.Load()
 		err := st.ov.readOver(d.m.store, p, off, func(q []byte, o int64) error {
-			return d.m.readLayer(st.base, q, o)
+			return d.m.readLayerFor(st.base, q, o, d.admit())
 		})
 		if errors.Is(err, errRetired) {
 			continue // a snapshot moved this overlay away and sealed it: re-read
 		}
 		return err
 	}
+}
+
+// admit is the cache admission policy of the disk's reads: a pooled disk's
+// image is read by many disks at once, so its chunks are kept on their
+// first miss; another disk's on their second (see admitMode).
+func (d *disk) admit() admitMode {
+	if d.pooled {
+		return admitFirst
+	}
+	return admitSecond
 }
 
 // lockBlocks locks the stripes of blocks [b0, b1] in a fixed order.

@@ -44,8 +44,14 @@ func newSealingLayer(id LayerID, size int64, frozen *overlay, parent *layer) *la
 func (l *layer) sealed() bool { return l.view.Load().bm != nil }
 
 // readLayer fills p from layer l (nil: the empty layer) at off. Bytes past
-// the layer's end read as zeros.
+// the layer's end read as zeros. Chunks it reads enter the cache on their
+// second miss (admitSecond).
 func (m *Manager) readLayer(l *layer, p []byte, off int64) error {
+	return m.readLayerFor(l, p, off, admitSecond)
+}
+
+// readLayerFor is readLayer with the cache admission policy of the reader.
+func (m *Manager) readLayerFor(l *layer, p []byte, off int64, mode admitMode) error {
 	if l == nil || off >= l.size {
 		clear(p)
 		return nil
@@ -57,9 +63,9 @@ func (m *Manager) readLayer(l *layer, p []byte, off int64) error {
 	for {
 		v := l.view.Load()
 		if v.bm != nil {
-			return m.readMap(v.bm, p, off)
+			return m.readMapFor(v.bm, p, off, mode)
 		}
-		below := func(q []byte, o int64) error { return m.readLayer(v.parent, q, o) }
+		below := func(q []byte, o int64) error { return m.readLayerFor(v.parent, q, o, mode) }
 		if v.frozen == nil {
 			return below(p, off)
 		}
@@ -74,32 +80,29 @@ func (m *Manager) readLayer(l *layer, p []byte, off int64) error {
 // readMap fills p from a sealed map: one lookup per chunk, whatever the
 // layer's depth in its snapshot history. A read of several chunks gathers
 // them and lets the cache fetch its misses in one store transaction.
+// Chunks enter the cache on their second miss.
 func (m *Manager) readMap(bm *blockMap, p []byte, off int64) error {
+	return m.readMapFor(bm, p, off, admitSecond)
+}
+
+// readMapFor is readMap with the reader's cache admission policy.
+func (m *Manager) readMapFor(bm *blockMap, p []byte, off int64, mode admitMode) error {
 	cs := m.chunkSize
 	if int64(len(p)) > cs-off%cs {
-		return m.readMapMany(bm, p, off)
+		return m.readMapMany(bm, p, off, mode)
 	}
 	ci := off / cs
-	co := off - ci*cs
 	id := bm.get(ci)
 	if id == 0 {
 		clear(p)
 		return nil
 	}
-	data, err := m.cache.get(id)
-	if err != nil {
-		return err
-	}
-	k := 0
-	if co < int64(len(data)) {
-		k = copy(p, data[co:])
-	}
-	clear(p[k:])
-	return nil
+	one := [1]chunkRead{{id: id, co: off - ci*cs, dst: p}}
+	return m.cache.fill(one[:], mode)
 }
 
 // readMapMany is readMap for a read that spans chunks.
-func (m *Manager) readMapMany(bm *blockMap, p []byte, off int64) error {
+func (m *Manager) readMapMany(bm *blockMap, p []byte, off int64, mode admitMode) error {
 	cs := m.chunkSize
 	reads := make([]chunkRead, 0, (int64(len(p))+cs-1)/cs+1)
 	for len(p) > 0 {
@@ -117,7 +120,7 @@ func (m *Manager) readMapMany(bm *blockMap, p []byte, off int64) error {
 	if len(reads) == 0 {
 		return nil
 	}
-	return m.cache.fill(reads)
+	return m.cache.fill(reads, mode)
 }
 
 // kindsLayer fills the unknown entries of kinds (blocks from b0) with what
