@@ -27,10 +27,9 @@ const (
 	fanoutBits = 10
 )
 
-// leaf is one decoded leaf page, shared read-only by every layer whose map
-// contains it (by page id). The entries are their own allocation of exactly
-// 8 KiB (a Go size class), so a loaded map costs 8 bytes a chunk plus 16
-// bytes a leaf and 8 bytes a leaf slot.
+// leaf is a leaf page being built (by import or seal): all 1024 entries,
+// 8 bytes each, written in place. Once stored it is packed into a mapLeaf,
+// the form a loaded map holds (leafmap.go).
 type leaf struct {
 	pid uint64
 	ids *[fanout]storage.ChunkID
@@ -38,21 +37,24 @@ type leaf struct {
 
 func newLeaf() *leaf { return &leaf{ids: new([fanout]storage.ChunkID)} }
 
-// blockMap is a sealed layer's complete map in memory: 8 bytes per entry of
-// each non-hole leaf, nothing for hole leaves, plus one pointer per 1024
-// chunks.
+// blockMap is a sealed layer's complete map in memory: 2, 4 or 8 bytes per
+// entry of each non-hole leaf (see mapLeaf), nothing for hole leaves, plus
+// one pointer per 1024 chunks.
 type blockMap struct {
 	nchunks int64
-	leaves  []*leaf // by leaf index; nil = hole
+	leaves  []*mapLeaf // by leaf index; nil = hole
 	dirs    []uint64
 }
 
 func (bm *blockMap) get(ci int64) storage.ChunkID {
 	li := ci >> fanoutBits
-	if bm == nil || li >= int64(len(bm.leaves)) || bm.leaves[li] == nil {
+	if bm == nil || li >= int64(len(bm.leaves)) {
 		return storage.ZeroChunk
 	}
-	return bm.leaves[li].ids[ci&(fanout-1)]
+	if l := bm.leaves[li]; l != nil {
+		return l.at(ci)
+	}
+	return storage.ZeroChunk
 }
 
 func (bm *blockMap) leafPID(li int64) uint64 {
@@ -75,10 +77,10 @@ func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 // weak: a leaf lives as long as some loaded layer's map points at it.
 type pageCache struct {
 	mu sync.Mutex
-	m  map[uint64]weak.Pointer[leaf]
+	m  map[uint64]weak.Pointer[mapLeaf]
 }
 
-func (pc *pageCache) lookup(pid uint64) *leaf {
+func (pc *pageCache) lookup(pid uint64) *mapLeaf {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if w, ok := pc.m[pid]; ok {
@@ -90,7 +92,7 @@ func (pc *pageCache) lookup(pid uint64) *leaf {
 	return nil
 }
 
-func (pc *pageCache) add(l *leaf) *leaf {
+func (pc *pageCache) add(l *mapLeaf) *mapLeaf {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if w, ok := pc.m[l.pid]; ok {
@@ -103,7 +105,7 @@ func (pc *pageCache) add(l *leaf) *leaf {
 }
 
 // loadLeaf reads leaf page pid (from memory if some layer holds it).
-func (m *Manager) loadLeaf(tx *storage.Txn, pid uint64) (*leaf, error) {
+func (m *Manager) loadLeaf(tx *storage.Txn, pid uint64) (*mapLeaf, error) {
 	if l := m.pages.lookup(pid); l != nil {
 		return l, nil
 	}
@@ -111,16 +113,15 @@ func (m *Manager) loadLeaf(tx *storage.Txn, pid uint64) (*leaf, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer: leaf page %d: %w", pid, err)
 	}
-	l := newLeaf()
-	l.pid = pid
-	var ids [fanout]uint64
-	if err := decodeIDs(b, ids[:]); err != nil {
+	var raw [fanout]uint64
+	if err := decodeIDs(b, raw[:]); err != nil {
 		return nil, err
 	}
-	for i, v := range ids {
-		l.ids[i] = storage.ChunkID(v)
+	var ids [fanout]storage.ChunkID
+	for i, v := range raw {
+		ids[i] = storage.ChunkID(v)
 	}
-	return m.pages.add(l), nil
+	return m.pages.add(packLeaf(pid, &ids)), nil
 }
 
 func readDir(tx *storage.Txn, pid uint64) ([]uint64, error) {
@@ -135,7 +136,7 @@ func readDir(tx *storage.Txn, pid uint64) ([]uint64, error) {
 // loadMap builds the in-memory map of a ready layer from its dir pages.
 func (m *Manager) loadMap(tx *storage.Txn, size int64, dirs []uint64) (*blockMap, error) {
 	nchunks := ceilDiv(size, m.chunkSize)
-	bm := &blockMap{nchunks: nchunks, dirs: dirs, leaves: make([]*leaf, ceilDiv(nchunks, fanout))}
+	bm := &blockMap{nchunks: nchunks, dirs: dirs, leaves: make([]*mapLeaf, ceilDiv(nchunks, fanout))}
 	for di, dpid := range dirs {
 		if dpid == 0 {
 			continue

@@ -86,7 +86,7 @@ func (m *Manager) stageLeaves(id LayerID, want string, batch []stagedLeaf, stage
 	for _, s := range batch {
 		if s.l != nil {
 			staged[s.li] = s.l.pid
-			m.pages.add(s.l)
+			m.pages.add(packLeaf(s.l.pid, s.l.ids))
 		} else {
 			staged[s.li] = 0
 		}

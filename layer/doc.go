@@ -79,6 +79,7 @@
 //	manager.go   Open, Close, ids, layer lookup, holders, LayerInfo
 //	keys.go      the persisted records and their key layout
 //	blockmap.go  map pages: leaf and dir pages, their counts, loading
+//	leafmap.go   a loaded leaf page: ids as 2- or 4-byte deltas from a base
 //	build.go     staging steps shared by import and seal
 //	layer.go     a layer in memory: sealed map or frozen overlay over parent
 //	overlay.go   4 KiB overlay blocks, range records, the in-memory index

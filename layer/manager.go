@@ -65,7 +65,7 @@ func Open(store *storage.Store, opts Options) (*Manager, error) {
 		chunkSize:      int64(store.ChunkSize()),
 		commits:        groupCommit{store: store},
 		cache:          newChunkCache(store, opts.CacheBytes),
-		pages:          pageCache{m: make(map[uint64]weak.Pointer[leaf])},
+		pages:          pageCache{m: make(map[uint64]weak.Pointer[mapLeaf])},
 		layers:         make(map[LayerID]*layer),
 		disks:          make(map[DiskID]*disk),
 		seals:          make(map[LayerID]bool),

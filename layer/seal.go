@@ -222,7 +222,7 @@ func (m *Manager) seal(l *layer) error {
 		for _, w := range group {
 			lf := newLeaf()
 			if p := pbm.leafOf(w.li); p != nil {
-				*lf.ids = *p.ids
+				p.unpack(lf.ids)
 			}
 			for _, ci := range w.cis {
 				lf.ids[ci%fanout] = ids[k]
@@ -324,7 +324,7 @@ func (m *Manager) seal(l *layer) error {
 	return nil
 }
 
-func (bm *blockMap) leafOf(li int64) *leaf {
+func (bm *blockMap) leafOf(li int64) *mapLeaf {
 	if bm == nil || li >= int64(len(bm.leaves)) {
 		return nil
 	}

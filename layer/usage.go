@@ -40,12 +40,7 @@ func (m *Manager) layerUsage(l *layer) (Usage, error) {
 				if err != nil {
 					return err
 				}
-				var n int64
-				for _, id := range lf.ids {
-					if id != storage.ZeroChunk {
-						n++
-					}
-				}
+				n := lf.allocated()
 				if dn == 1 && ln == 1 {
 					u.Unique += n * m.chunkSize
 				} else {
