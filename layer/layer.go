@@ -2,7 +2,10 @@ package layer
 
 import (
 	"errors"
+	"fmt"
 	"sync/atomic"
+
+	"strata/storage"
 )
 
 // layer is an immutable layer in memory. Its view is either a complete
@@ -173,4 +176,23 @@ func extentsFrom(off, length int64, b0 int64, kinds []uint8) []Extent {
 		i = j
 	}
 	return out
+}
+
+// ChunkAt returns the id of the chunk that holds byte off of layer id
+// (storage.ZeroChunk or 0 for zeros and holes), for diagnostics and fault
+// injection. ErrOutOfRange past the layer's end; an error while the layer
+// is still sealing (it has no map yet).
+func (m *Manager) ChunkAt(id LayerID, off int64) (storage.ChunkID, error) {
+	l, err := m.getLayer(id)
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 || off >= l.size {
+		return 0, fmt.Errorf("%w: byte %d of layer %d (%d bytes)", ErrOutOfRange, off, id, l.size)
+	}
+	bm := l.view.Load().bm
+	if bm == nil {
+		return 0, fmt.Errorf("layer: layer %d is still sealing", id)
+	}
+	return bm.get(off / m.chunkSize), nil
 }

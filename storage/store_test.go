@@ -339,19 +339,7 @@ func TestConcurrentIdenticalPutsYieldOneID(t *testing.T) {
 // sector would, bypassing the store's write path.
 func flipStoredByte(t *testing.T, s *Store, id ChunkID, at int) {
 	t.Helper()
-	err := s.db.Update(func(tx *badger.Txn) error {
-		item, err := tx.Get(idKey(nsChunk, id))
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		v[recordHeader+at%(len(v)-recordHeader)] ^= 0x40
-		return tx.Set(idKey(nsChunk, id), v)
-	})
-	if err != nil {
+	if err := s.InjectCorruption(id, at); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,0 +1,40 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// InjectCorruption flips one bit of a chunk's stored payload, at byte at
+// (modulo the payload's length), bypassing the write path as a failing
+// disk would: its checksum no longer matches, so every later read of the
+// chunk fails with ErrCorrupt. It exists for fault-injection tests and
+// drills (showing that damage is reported, never served); nothing in
+// strata's own paths calls it.
+func (s *Store) InjectCorruption(id ChunkID, at int) error {
+	if id == ZeroChunk {
+		return fmt.Errorf("storage: the zero chunk is not stored")
+	}
+	err := s.db.Update(func(tx *badger.Txn) error {
+		k := idKey(nsChunk, id)
+		item, err := tx.Get(k)
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		if len(v) <= recordHeader {
+			return fmt.Errorf("record of %d bytes", len(v))
+		}
+		v[recordHeader+at%(len(v)-recordHeader)] ^= 0x40
+		return tx.Set(k, v)
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("%w: chunk %d", ErrNotFound, id)
+	}
+	return err
+}
