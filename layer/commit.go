@@ -11,7 +11,7 @@ import (
 // the commits before it are applied, so one transaction per request
 // serialises a deep NBD queue on commit latency; here the first writer to
 // arrive commits everything queued meanwhile, and the others wait for it.
-// Writes to the same blocks are already ordered by the disk's stripe
+// Writes to the same blocks are already ordered by the disk's range
 // locks, so sharing a transaction changes no outcome.
 type groupCommit struct {
 	store   *storage.Store
@@ -66,7 +66,7 @@ func (g *groupCommit) commit(recs []kv) error {
 				for _, e := range r.recs {
 					var err error
 					if e.val != nil {
-						err = tx.Set(e.key, e.val)
+						err = tx.SetRef(e.key, e.val)
 					} else {
 						err = tx.Delete(e.key)
 					}

@@ -26,10 +26,8 @@ type disk struct {
 	mu sync.RWMutex
 	st atomic.Pointer[diskState]
 
-	// stripes serialize mutations of the same blocks (a read-modify-write
-	// of a partial block, a block write against a range record), so the
-	// index and the store agree on which came last.
-	stripes [stripeCount]sync.Mutex
+	// locks serialize mutations of the same blocks (see rangeLocks).
+	locks rangeLocks
 
 	opens int // handles, under m.mu
 }
@@ -38,8 +36,6 @@ type diskState struct {
 	ov   *overlay
 	base *layer // nil: empty base
 }
-
-const stripeCount = 64
 
 // writeBatchBlocks bounds the blocks one write transaction carries (4 MiB);
 // a bigger request is split, which a crash may tear like any unflushed write.
@@ -404,36 +400,6 @@ func (d *disk) admit() admitMode {
 	return admitSecond
 }
 
-// lockBlocks locks the stripes of blocks [b0, b1] in a fixed order.
-func (d *disk) lockBlocks(b0, b1 int64) func() {
-	var set uint64
-	if b1-b0+1 >= stripeCount {
-		set = ^uint64(0)
-	} else {
-		for b := b0; b <= b1; b++ {
-			set |= 1 << (b % stripeCount)
-		}
-	}
-	for i := 0; i < stripeCount; i++ {
-		if set&(1<<i) != 0 {
-			d.stripes[i].Lock()
-		}
-	}
-	return func() {
-		for i := stripeCount - 1; i >= 0; i-- {
-			if set&(1<<i) != 0 {
-				d.stripes[i].Unlock()
-			}
-		}
-	}
-}
-
-type blockRec struct {
-	b    int64
-	kind uint8
-	val  []byte
-}
-
 // write stores p at off in the overlay, whole 4 KiB blocks at a time: a
 // partial block is merged with the disk's current bytes of that block
 // (its own overlay block or the base's), never with a shared chunk in
@@ -443,32 +409,13 @@ func (d *disk) write(p []byte, off int64) error {
 		return nil
 	}
 	st := d.st.Load()
-	ov := st.ov
 	end := off + int64(len(p))
-	size := d.size.Load()
 	b0, b1 := off>>blockShift, (end-1)>>blockShift
-	unlock := d.lockBlocks(b0, b1)
+	unlock := d.locks.lock(b0, b1)
 	defer unlock()
-	seq := ov.seq.Add(1)
-	recs := make([]blockRec, 0, min(b1-b0+1, writeBatchBlocks))
-	flush := func() error {
-		if len(recs) == 0 {
-			return nil
-		}
-		kvs := make([]kv, len(recs))
-		for i, r := range recs {
-			kvs[i] = kv{key(pfxBlock, ov.id, uint64(r.b)), r.val}
-		}
-		if err := ov.mutate(d.m.commits.commit, kvs, func() {
-			for _, r := range recs {
-				ov.setLocked(r.b, r.kind)
-			}
-		}); err != nil {
-			return err
-		}
-		recs = recs[:0]
-		return nil
-	}
+	w := newBlockWriter(d, st, b1-b0+1)
+	defer w.release()
+	size := d.size.Load()
 	var buf [blockSize]byte
 	for b := b0; b <= b1; b++ {
 		bs := b << blockShift
@@ -484,25 +431,11 @@ func (d *disk) write(p []byte, off int64) error {
 			copy(buf[lo-bs:], blk)
 			blk = buf[:be-bs]
 		}
-		var r blockRec
-		r.b = b
-		if isZero(blk) {
-			r.kind, r.val = bZero, blockValue(seq, bZero, nil)
-		} else {
-			r.kind = bData
-			r.val = blockValue(seq, bData, blk)
-			if len(blk) < blockSize { // the end of a disk whose size is not block aligned
-				r.val = append(r.val, make([]byte, blockSize-len(blk))...)
-			}
-		}
-		recs = append(recs, r)
-		if len(recs) >= writeBatchBlocks {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := w.add(b, blk); err != nil {
+			return err
 		}
 	}
-	return flush()
+	return w.flush()
 }
 
 // readState reads through a fixed state (the one a write is using).
@@ -555,7 +488,7 @@ func (d *disk) zeroLocked(off, end, a0, a1, head, tail int64, kind uint8) error 
 	}
 	st := d.st.Load()
 	ov := st.ov
-	unlock := d.lockBlocks(a0, a1-1)
+	unlock := d.locks.lock(a0, a1-1)
 	defer unlock()
 	seq := ov.seq.Add(1)
 	// Data blocks the range covers are deleted with it (up to a bound).

@@ -276,13 +276,6 @@ func (o *overlay) touchedChunks(chunkSize int64) []int64 {
 	return out
 }
 
-func blockValue(seq uint64, kind uint8, data []byte) []byte {
-	v := make([]byte, 9, 9+len(data))
-	binary.BigEndian.PutUint64(v, seq)
-	v[8] = kind
-	return append(v, data...)
-}
-
 // readOver fills p with the bytes at off: this overlay's blocks where it has
 // them, below for the rest (below gets sub-slices and their offsets). It
 // returns errRetired if the overlay was sealed away; the caller re-reads its

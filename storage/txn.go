@@ -107,6 +107,16 @@ func (t *Txn) Set(key, val []byte) error {
 	return wrapSetErr(t.tx.Set(metaKey(key), v))
 }
 
+// SetRef stores key=val without copying val: the caller must leave val
+// unchanged until Update returns. Badger copies values into its value log
+// and memtable during the commit, so the caller may reuse val afterwards;
+// for large values written at a high rate (overlay blocks) that saves a
+// copy into fresh memory per value.
+func (t *Txn) SetRef(key, val []byte) error {
+	t.writes++
+	return wrapSetErr(t.tx.Set(metaKey(key), val))
+}
+
 // Delete removes key.
 func (t *Txn) Delete(key []byte) error {
 	t.writes++
