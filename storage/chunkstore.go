@@ -239,7 +239,7 @@ func (s *Store) Put(raw []byte, l *Lease) (ChunkID, error) {
 	}
 	it := putItem{raw: raw, hash: s.hash.sum(raw)}
 	items := []*putItem{&it}
-	if _, err := s.commitPuts(items, l, nil); err != nil {
+	if _, err := s.commitPuts(items, l, nil, new(putScratch)); err != nil {
 		return 0, err
 	}
 	return it.id, nil
@@ -265,7 +265,7 @@ func (s *Store) PutMany(raws [][]byte, l *Lease) ([]ChunkID, error) {
 		ptrs = append(ptrs, &items[i])
 	}
 	if len(ptrs) > 0 {
-		if _, err := s.commitPuts(ptrs, l, nil); err != nil {
+		if _, err := s.commitPuts(ptrs, l, nil, new(putScratch)); err != nil {
 			return nil, err
 		}
 	}
@@ -305,11 +305,11 @@ type putResult struct {
 // freed it before (we see it gone and store it anew) or GC checks the
 // hold after us and leaves it. Concurrent puts of identical new content
 // conflict on the hash key, so they end with one id.
-func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate) (putResult, error) {
+func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate, sc *putScratch) (putResult, error) {
 	var added []ChunkID
 	for attempt := 0; ; attempt++ {
 		added = added[:0]
-		res, err := s.tryPuts(items, l, &added, gate)
+		res, err := s.tryPuts(items, l, &added, gate, sc)
 		if err == nil {
 			s.chunks.Add(res.newChunks)
 			s.rawBytes.Add(res.rawBytes)
@@ -324,11 +324,11 @@ func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate) (putResult,
 			// Split: each half is its own transaction. Halves may each
 			// have committed chunks before a later error; those are held
 			// by the lease like any other.
-			a, err := s.commitPuts(items[:len(items)/2], l, gate)
+			a, err := s.commitPuts(items[:len(items)/2], l, gate, sc)
 			if err != nil {
 				return a, err
 			}
-			b, err := s.commitPuts(items[len(items)/2:], l, gate)
+			b, err := s.commitPuts(items[len(items)/2:], l, gate, sc)
 			a.newChunks += b.newChunks
 			a.dedupChunks += b.dedupChunks
 			a.storedBytes += b.storedBytes
@@ -346,10 +346,16 @@ func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate) (putResult,
 	}
 }
 
-func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGate) (putResult, error) {
+func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGate, sc *putScratch) (putResult, error) {
 	var res putResult
+	// Badger starts a transaction only once every commit in flight has
+	// been written: a wait, so give the CPU slot to another import
+	// worker meanwhile.
+	gate.leave()
 	tx := s.db.NewTransaction(true)
+	gate.enter()
 	defer tx.Discard()
+	sc.reset(len(items))
 	hold := func(id ChunkID) error {
 		if l == nil {
 			return nil
@@ -360,24 +366,20 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 		}
 		return err
 	}
-	created := make(map[ChunkID]struct{})
-	var existing []ChunkID // deduplicated onto chunks committed before
+	created := sc.created
+	existing := sc.exist // deduplicated onto chunks committed before
 	for _, it := range items {
 		if it.zero {
 			continue
 		}
-		hk := hashKey(&it.hash)
+		hk := sc.hashKey(&it.hash)
 		item, err := tx.Get(hk)
 		switch {
 		case err == nil:
-			v, err := item.ValueCopy(nil)
+			id, err := indexedID(item)
 			if err != nil {
 				return res, err
 			}
-			if len(v) != 8 {
-				return res, fmt.Errorf("%w: hash index entry of %d bytes", ErrCorrupt, len(v))
-			}
-			id := ChunkID(binary.BigEndian.Uint64(v))
 			if _, mine := created[id]; !mine {
 				existing = append(existing, id)
 			}
@@ -409,11 +411,11 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 				}
 			}
 			for _, kv := range [][2][]byte{
-				{idKey(nsChunk, id), it.rec},
-				{hk, binary.BigEndian.AppendUint64(nil, uint64(id))},
-				{idKey(nsRef, id), rr.marshal()},
+				{sc.idKey(nsChunk, id), it.rec},
+				{hk, sc.idValue(id)},
+				{sc.idKey(nsRef, id), sc.ref(&rr)},
 			} {
-				if err := tx.Set(kv[0], kv[1]); err != nil {
+				if err := sc.set(tx, kv[0], kv[1]); err != nil {
 					return res, err
 				}
 			}
@@ -426,6 +428,7 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 			return res, err
 		}
 	}
+	sc.exist = existing
 	if len(existing) > 0 {
 		ok, err := s.holdExisting(existing, hold)
 		if err != nil {
@@ -442,6 +445,19 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 	gate.leave()
 	defer gate.enter()
 	return res, tx.Commit()
+}
+
+// indexedID reads the id a hash index entry holds.
+func indexedID(item *badger.Item) (ChunkID, error) {
+	var id ChunkID
+	err := item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: hash index entry of %d bytes", ErrCorrupt, len(v))
+		}
+		id = ChunkID(binary.BigEndian.Uint64(v))
+		return nil
+	})
+	return id, err
 }
 
 // errChunkGone: a chunk found in the hash index was freed by GC before the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // ImportStats reports one import.
@@ -30,9 +31,11 @@ const importBatchBytes = 1 << 20
 //
 // The pipeline: one reader fills reusable batch buffers; Workers goroutines
 // each take a batch, skip zero chunks, hash the rest and store them in one
-// transaction (compressing only chunks that turn out to be new, into a
-// per-worker reusable buffer); the calling goroutine puts the finished
-// batches back in order, calls emit and returns the buffers to the reader.
+// transaction, compressing into a per-worker reusable buffer (all chunks
+// before the transaction while the import's batches are mostly new, only
+// the ones that turn out new inside it otherwise); the calling goroutine
+// puts the finished batches back in order, calls emit and returns the
+// buffers to the reader.
 // Memory stays at about 4 x Workers batches whatever the image size.
 func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(index int64, id ChunkID) error, progress func(bytesRead int64)) (ImportStats, error) {
 	var st ImportStats
@@ -92,11 +95,12 @@ func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(ind
 
 	// Workers.
 	var wg sync.WaitGroup
+	var mostlyNew atomic.Bool
 	for range 2 * workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := &importWorker{s: s, gate: gate}
+			w := &importWorker{s: s, gate: gate, mostlyNew: &mostlyNew}
 			for b := range jobs {
 				if ctx.Err() == nil {
 					gate.enter()
@@ -180,11 +184,30 @@ type batchResult struct {
 // compressed records of a batch are written into, reused batch after batch
 // (Badger has copied them by the time a commit returns).
 type importWorker struct {
-	s     *Store
-	gate  cpuGate
-	items []putItem
-	ptrs  []*putItem
-	arena []byte
+	s       *Store
+	gate    cpuGate
+	items   []putItem
+	ptrs    []*putItem
+	arena   []byte
+	scratch putScratch
+	// mostlyNew: most chunks of the import's last finished batch were
+	// new, so the next batch compresses all its chunks before its
+	// transaction (see encodeAll). Shared by the import's workers; false
+	// until a batch has finished, so an import of known data never
+	// compresses a chunk.
+	mostlyNew *atomic.Bool
+}
+
+// encodeAll compresses every chunk of the batch before its transaction
+// starts. Badger starts a transaction only once every earlier commit has
+// been written, so compressing inside it (only the chunks the lookup
+// finds new) keeps the CPU-heaviest step from overlapping Badger's
+// single writer. Compressing first overlaps them, at the cost of
+// compressing chunks that turn out to exist: run only while most do not.
+func (w *importWorker) encodeAll() {
+	for _, it := range w.ptrs {
+		it.rec = w.s.codec.encode(it.raw, it.arena)
+	}
 }
 
 func (w *importWorker) run(b *importBatch, l *Lease) error {
@@ -215,11 +238,15 @@ func (w *importWorker) run(b *importBatch, l *Lease) error {
 		w.ptrs = append(w.ptrs, it)
 	}
 	if len(w.ptrs) > 0 {
-		res, err := w.s.commitPuts(w.ptrs, l, w.gate)
+		if w.mostlyNew.Load() {
+			w.encodeAll()
+		}
+		res, err := w.s.commitPuts(w.ptrs, l, w.gate, &w.scratch)
 		if err != nil {
 			return fmt.Errorf("storage: import: %w", err)
 		}
 		b.res.putResult = res
+		w.mostlyNew.Store(res.newChunks > res.dedupChunks)
 	}
 	for i := range items {
 		b.ids = append(b.ids, items[i].id) // ZeroChunk for zero chunks

@@ -79,12 +79,17 @@ const refRecordSize = 8 + 8 + 4 + 4 + hashSize
 
 func (r *refRecord) marshal() []byte {
 	b := make([]byte, refRecordSize)
+	r.marshalTo(b)
+	return b
+}
+
+// marshalTo writes the record into b (refRecordSize bytes).
+func (r *refRecord) marshalTo(b []byte) {
 	binary.LittleEndian.PutUint64(b[0:8], uint64(r.count))
 	binary.LittleEndian.PutUint64(b[8:16], uint64(r.zeroSince))
 	binary.LittleEndian.PutUint32(b[16:20], r.rawLen)
 	binary.LittleEndian.PutUint32(b[20:24], r.storedLen)
 	copy(b[24:], r.hash[:])
-	return b
 }
 
 func (r *refRecord) unmarshal(b []byte) error {
