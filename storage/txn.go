@@ -14,8 +14,9 @@ import (
 type Txn struct {
 	s      *Store
 	tx     *badger.Txn
-	refRaw int64 // ReferencedRaw change, applied to Stats on commit
-	writes int   // entries staged so far, for Writes
+	refRaw int64   // ReferencedRaw change, applied to Stats on commit
+	writes int     // entries staged so far, for Writes
+	vlog   uintptr // estimated bytes SetRef sends to the value log
 	// deletes: the transaction deletes a caller key, so its commit must
 	// not land while value-log GC rewrites files (see vlogGC).
 	deletes bool
@@ -52,6 +53,7 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		t.tx.Discard()
 		if err == nil {
 			s.referencedRaw.Add(t.refRaw)
+			s.prefaultVlog(t.vlog)
 			return nil
 		}
 		switch {
@@ -114,6 +116,7 @@ func (t *Txn) Set(key, val []byte) error {
 // copy into fresh memory per value.
 func (t *Txn) SetRef(key, val []byte) error {
 	t.writes++
+	t.vlog += t.s.vlogEntryBytes(key, val)
 	return wrapSetErr(t.tx.Set(metaKey(key), val))
 }
 
