@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"go.uber.org/zap"
+
 	"strata/api/apitypes"
 	"strata/layer"
 	"strata/storage"
@@ -336,9 +338,9 @@ func (s *Service) CreateImage(ctx context.Context, caller Identity, key string, 
 	return s.imageFromDisk(ctx, caller, key, sp, fill)
 }
 
-// imageFromDisk checks the request, snapshots the disk at once, then
-// records a CREATING image over the snapshot's layer and seals it in the
-// background.
+// imageFromDisk checks the request, then snapshots the disk at once and
+// records a CREATING image over the snapshot's layer in the snapshot's
+// switch transaction, and seals it in the background.
 func (s *Service) imageFromDisk(ctx context.Context, caller Identity, key string, sp *imageSpec, fill func(*storage.Txn) (*source, error)) (apitypes.Operation, error) {
 	var src *source
 	var dup bool
@@ -360,12 +362,9 @@ func (s *Service) imageFromDisk(ctx context.Context, caller Identity, key string
 	if dup {
 		return s.idemOp(caller, key)
 	}
-	lid, err := s.layers.Snapshot(ctx, src.diskID)
-	if err != nil {
-		return apitypes.Operation{}, toError(err)
-	}
+	var lid layer.LayerID
 	var rec *imageRec
-	op, dup, err := s.startAsync(caller, key, "create image from disk "+sp.lineage.SourceDiskID, apitypes.OperationMetadata{},
+	op, _, err := s.startAsyncIn(s.inSnapshot(ctx, src.diskID, &lid), caller, key, "create image from disk "+sp.lineage.SourceDiskID, apitypes.OperationMetadata{},
 		func(tx *storage.Txn, op *opRec) error {
 			if _, err := fill(tx); err != nil {
 				return err
@@ -396,16 +395,29 @@ func (s *Service) imageFromDisk(ctx context.Context, caller Identity, key string
 				return r.public(), putJSON(tx, pfxImage+r.ID, r)
 			}, nil
 		})
-	if err != nil || dup {
-		s.releaseOrphan(lid)
-	}
 	return op, err
 }
 
-// releaseOrphan drops a layer a request made but could not record.
-func (s *Service) releaseOrphan(id layer.LayerID) {
-	if err := s.update(func(tx *storage.Txn) error { return s.layers.ReleaseLayer(tx, id) }); err != nil {
-		s.log.Error("releasing an unrecorded snapshot layer; the store's audit will report it")
+// inSnapshot returns a txnRunner that runs fn inside the switch
+// transaction of a snapshot of disk, with *lid set to the new layer first:
+// the layer and the records that hold it (a CREATING snapshot or image and
+// its operation) commit together or not at all, so no crash can leave a
+// layer that nothing releases. Catalog writes stay serialised (s.mu).
+func (s *Service) inSnapshot(ctx context.Context, disk layer.DiskID, lid *layer.LayerID) txnRunner {
+	return func(fn func(tx *storage.Txn) error) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		id, err := s.layers.SnapshotWith(ctx, disk, func(tx *storage.Txn, id layer.LayerID) error {
+			*lid = id
+			return fn(tx)
+		})
+		if err != nil && id != 0 {
+			// Committed but not synced: the records hold the layer and the
+			// operation must run to finish or remove them.
+			s.log.Error("syncing a snapshot's switch", zap.Uint64("layer", uint64(id)), zap.Error(err))
+			return nil
+		}
+		return err
 	}
 }
 

@@ -20,7 +20,8 @@ import (
 // Operations. Every mutation makes one record in the catalog, in the same
 // transaction as the change: short mutations commit done; long ones
 // (upload import, snapshot, image from a disk) commit a CREATING resource
-// and a running operation, then finish in the background with a second
+// and a running operation (a snapshot's in the disk's switch transaction,
+// see inSnapshot), then finish in the background with a second
 // transaction that makes the resource READY and the operation done, or
 // removes the half-made resource and records the error. Progress lives in
 // memory (runningOp) and shows in GET /operation/{id} while it runs.
@@ -218,6 +219,24 @@ type finisher func(tx *storage.Txn) (any, error)
 func (s *Service) startAsync(caller Identity, key, desc string, meta apitypes.OperationMetadata,
 	prep func(tx *storage.Txn, op *opRec) error,
 	work func(ctx context.Context, r *runningOp) (finisher, error)) (op apitypes.Operation, dup bool, err error) {
+	return s.startAsyncIn(s.update, caller, key, desc, meta, prep, work)
+}
+
+// txnRunner runs fn in one write transaction and returns nil only if fn's
+// writes committed. Like storage.Store.Update it may run fn more than once.
+type txnRunner func(fn func(tx *storage.Txn) error) error
+
+// errIdemDup aborts the transaction of a request whose Idempotency-Key an
+// earlier one took meanwhile: nothing of it may commit, also not what
+// another component's transaction carries (a snapshot's switch).
+var errIdemDup = errors.New("api: idempotency key taken")
+
+// startAsyncIn is startAsync with the records written by run, which may be
+// another component's transaction (a disk's snapshot switch), so that the
+// operation, its resource and the component's change commit together.
+func (s *Service) startAsyncIn(run txnRunner, caller Identity, key, desc string, meta apitypes.OperationMetadata,
+	prep func(tx *storage.Txn, op *opRec) error,
+	work func(ctx context.Context, r *runningOp) (finisher, error)) (op apitypes.Operation, dup bool, err error) {
 	if err := authenticated(caller); err != nil {
 		return apitypes.Operation{}, false, err
 	}
@@ -225,10 +244,13 @@ func (s *Service) startAsync(caller Identity, key, desc string, meta apitypes.Op
 		return apitypes.Operation{}, false, err
 	}
 	var rec *opRec
-	err = s.update(func(tx *storage.Txn) error {
+	err = run(func(tx *storage.Txn) error {
 		prev, err := lookupIdem(tx, caller, key)
 		if err != nil || prev != nil {
 			rec, dup = prev, prev != nil
+			if dup {
+				return errIdemDup
+			}
 			return err
 		}
 		rec, err = newOpRec(tx, caller, desc, meta)
@@ -240,11 +262,11 @@ func (s *Service) startAsync(caller Identity, key, desc string, meta apitypes.Op
 		}
 		return saveOp(tx, rec, caller, key)
 	})
+	if errors.Is(err, errIdemDup) {
+		return rec.Operation, true, nil
+	}
 	if err != nil {
 		return apitypes.Operation{}, false, toError(err)
-	}
-	if dup {
-		return rec.Operation, true, nil
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	r := &runningOp{cancel: cancel, meta: rec.Metadata}

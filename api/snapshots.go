@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"strata/api/apitypes"
+	"strata/layer"
 	"strata/storage"
 )
 
@@ -117,12 +118,9 @@ func (s *Service) CreateSnapshot(ctx context.Context, caller Identity, key strin
 	if dup {
 		return s.idemOp(caller, key)
 	}
-	lid, err := s.layers.Snapshot(ctx, d.DiskID)
-	if err != nil {
-		return apitypes.Operation{}, toError(err)
-	}
+	var lid layer.LayerID
 	var id string
-	op, dup, err := s.startAsync(caller, key, "create snapshot of disk "+d.ID, apitypes.OperationMetadata{},
+	op, _, err := s.startAsyncIn(s.inSnapshot(ctx, d.DiskID, &lid), caller, key, "create snapshot of disk "+d.ID, apitypes.OperationMetadata{},
 		func(tx *storage.Txn, op *opRec) error {
 			r, _, err := plan(tx, false)
 			if err != nil {
@@ -149,9 +147,6 @@ func (s *Service) CreateSnapshot(ctx context.Context, caller Identity, key strin
 				return r.public(), putJSON(tx, pfxSnap+id, r)
 			}, nil
 		})
-	if err != nil || dup {
-		s.releaseOrphan(lid)
-	}
 	return op, err
 }
 

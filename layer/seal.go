@@ -14,14 +14,29 @@ import (
 
 // Snapshot switches the disk atomically to a fresh overlay and returns the
 // layer that will hold exactly the writes acknowledged before the call,
+// with one holder. It is SnapshotWith with nothing else to commit.
+func (m *Manager) Snapshot(ctx context.Context, id DiskID) (LayerID, error) {
+	return m.SnapshotWith(ctx, id, nil)
+}
+
+// SnapshotWith switches the disk atomically to a fresh overlay and returns
+// the layer that will hold exactly the writes acknowledged before the call,
 // with one holder. The seal runs in the background (see WaitSealed); the
 // layer reads correctly at once.
 //
 // The switch waits for writes in flight (they hold the disk's lock shared),
 // then in one transaction creates the snapshot layer (sealing: the frozen
 // overlay over the old base), points the disk at it with an empty overlay,
-// and syncs, so the snapshot survives a crash from the moment it returns.
-func (m *Manager) Snapshot(ctx context.Context, id DiskID) (LayerID, error) {
+// runs within (when not nil) with the new layer's id so the caller's
+// records of the layer (who holds it) commit with it, and syncs, so the
+// snapshot survives a crash from the moment it returns.
+//
+// within may run more than once (storage.Store.Update retries on a
+// conflict): it must write only through tx. If it fails, nothing commits:
+// there is no new layer, the disk keeps its overlay, and its error is
+// returned. A non-zero id with an error means the switch committed but the
+// sync failed: the layer exists and the caller's records hold it.
+func (m *Manager) SnapshotWith(ctx context.Context, id DiskID, within func(tx *storage.Txn, lid LayerID) error) (LayerID, error) {
 	d, err := m.getDisk(id)
 	if err != nil {
 		return 0, err
@@ -42,38 +57,53 @@ func (m *Manager) Snapshot(ctx context.Context, id DiskID) (LayerID, error) {
 	st := d.st.Load()
 	size := d.size.Load()
 	err = m.store.Update(func(tx *storage.Txn) error {
-		dm, err := getDiskMeta(tx, id)
-		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("%w: disk %d", ErrNotFound, id)
-		}
-		if err != nil {
+		if err := switchTxn(tx, id, st.ov.id, LayerID(lid), ovid, size); err != nil {
 			return err
 		}
-		if dm.Overlay != st.ov.id {
-			return fmt.Errorf("%w: disk %d changed under its handle", ErrBusy, id)
+		if within == nil {
+			return nil
 		}
-		// The disk's use of its old base passes to the snapshot layer (its
-		// parent until sealed); the disk now uses the snapshot layer.
-		lm := &layerMeta{State: stateSealing, Size: size, Holders: 1, Users: 1, Parent: dm.Base, Overlay: dm.Overlay}
-		if err := putLayerMeta(tx, LayerID(lid), lm); err != nil {
-			return err
-		}
-		dm.Base, dm.Overlay, dm.Size = LayerID(lid), ovid, size
-		return setJSON(tx, key(pfxDisk, uint64(id)), dm)
+		return within(tx, LayerID(lid))
 	})
 	if err != nil {
 		return 0, err
 	}
-	if err := m.store.Sync(); err != nil {
-		return 0, err
-	}
+	// The switch is committed: memory follows before the sync so that it
+	// agrees with the store whatever the sync does.
 	l := newSealingLayer(LayerID(lid), size, st.ov, st.base)
 	m.mu.Lock()
 	m.layers[l.id] = l
 	m.mu.Unlock()
 	d.st.Store(&diskState{ov: newOverlay(ovid), base: l})
 	m.startSeal(l)
+	if err := m.store.Sync(); err != nil {
+		return l.id, err
+	}
 	return l.id, nil
+}
+
+// switchTxn records a snapshot's switch in tx: a sealing layer lid (one
+// holder) over the disk's old base and overlay ov, and the disk over lid
+// with the fresh overlay ovid.
+func switchTxn(tx *storage.Txn, id DiskID, ov uint64, lid LayerID, ovid uint64, size int64) error {
+	dm, err := getDiskMeta(tx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("%w: disk %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return err
+	}
+	if dm.Overlay != ov {
+		return fmt.Errorf("%w: disk %d changed under its handle", ErrBusy, id)
+	}
+	// The disk's use of its old base passes to the snapshot layer (its
+	// parent until sealed); the disk now uses the snapshot layer.
+	lm := &layerMeta{State: stateSealing, Size: size, Holders: 1, Users: 1, Parent: dm.Base, Overlay: dm.Overlay}
+	if err := putLayerMeta(tx, lid, lm); err != nil {
+		return err
+	}
+	dm.Base, dm.Overlay, dm.Size = lid, ovid, size
+	return setJSON(tx, key(pfxDisk, uint64(id)), dm)
 }
 
 // startSeal runs l's seal in the background unless it already runs.
