@@ -167,14 +167,7 @@ func TestSnapshotCatalogConflictLeavesNoLayer(t *testing.T) {
 			im := e.upload(root, UploadRequest{FolderID: f.ID}, pattern(64<<10, 3))
 			d := e.disk(root, apitypes.CreateDiskRequest{FolderID: f.ID, ImageID: im.ID, Size: 64 << 10})
 			before := e.layerIDs()
-			const n = 8
-			ops := make([]apitypes.Operation, n)
-			errs := make([]error, n)
-			var wg sync.WaitGroup
-			for i := range n {
-				wg.Go(func() { ops[i], errs[i] = c.create(e, f, d, i) })
-			}
-			wg.Wait()
+			ops, errs := concurrently(8, func(i int) (apitypes.Operation, error) { return c.create(e, f, d, i) })
 			var won []apitypes.Operation
 			for i, err := range errs {
 				if err != nil {
@@ -279,17 +272,10 @@ func TestSnapshotSameKeyConcurrentOneLayer(t *testing.T) {
 	im := e.upload(root, UploadRequest{FolderID: f.ID}, pattern(64<<10, 4))
 	d := e.disk(root, apitypes.CreateDiskRequest{FolderID: f.ID, ImageID: im.ID, Size: 64 << 10})
 	before := e.layerIDs()
-	const n = 8
-	ops := make([]apitypes.Operation, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			ops[i], errs[i] = e.svc.CreateSnapshot(context.Background(), root, "once", apitypes.CreateSnapshotRequest{DiskID: d.ID})
-		})
-	}
-	wg.Wait()
-	for i := range n {
+	ops, errs := concurrently(8, func(int) (apitypes.Operation, error) {
+		return e.svc.CreateSnapshot(context.Background(), root, "once", apitypes.CreateSnapshotRequest{DiskID: d.ID})
+	})
+	for i := range ops {
 		if errs[i] != nil {
 			t.Fatalf("request %d: %v", i, errs[i])
 		}
@@ -306,4 +292,17 @@ func TestSnapshotSameKeyConcurrentOneLayer(t *testing.T) {
 		t.Errorf("the snapshot's layer has %d holders, want 1", h)
 	}
 	e.auditStore()
+}
+
+// concurrently makes n calls of create at once and returns each one's
+// operation and error, in call order.
+func concurrently(n int, create func(i int) (apitypes.Operation, error)) ([]apitypes.Operation, []error) {
+	ops := make([]apitypes.Operation, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { ops[i], errs[i] = create(i) })
+	}
+	wg.Wait()
+	return ops, errs
 }
