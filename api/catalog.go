@@ -197,6 +197,21 @@ func notFoundOr(err error, e *Error) error {
 	return err
 }
 
+// editFolder is the start of every mutation of one resource: it loads the
+// resource's folder, names it in the operation's metadata and checks that
+// the caller may edit the resource (kind/id, with its own bindings).
+func (s *Service) editFolder(tx *storage.Txn, caller Identity, op *opRec, folderID string, bindings []apitypes.AccessBinding, kind, id string) (*folderRec, error) {
+	f, err := s.getFolder(tx, folderID)
+	if err != nil {
+		return nil, err
+	}
+	op.Metadata.FolderID = f.ID
+	if err := s.check(caller, permEdit, f, bindings, kind, id); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
 func (s *Service) getFolder(tx *storage.Txn, idOrName string) (*folderRec, error) {
 	if idOrName == "" {
 		return nil, errInvalid("folderId is required: give a folder id or name (see `strata folder list`)")

@@ -147,12 +147,8 @@ func (s *Service) UpdateDisk(caller Identity, key, id string, req apitypes.Updat
 		if err != nil {
 			return nil, err
 		}
-		f, err := s.getFolder(tx, r.FolderID)
+		f, err := s.editFolder(tx, caller, op, r.FolderID, r.Bindings, "disk", id)
 		if err != nil {
-			return nil, err
-		}
-		op.Metadata.FolderID = f.ID
-		if err := s.check(caller, permEdit, f, r.Bindings, "disk", id); err != nil {
 			return nil, err
 		}
 		for _, fl := range fields {
@@ -191,12 +187,8 @@ func (s *Service) DeleteDisk(caller Identity, key, id string) (apitypes.Operatio
 		if err != nil {
 			return nil, err
 		}
-		f, err := s.getFolder(tx, r.FolderID)
+		f, err := s.editFolder(tx, caller, op, r.FolderID, r.Bindings, "disk", id)
 		if err != nil {
-			return nil, err
-		}
-		op.Metadata.FolderID = f.ID
-		if err := s.check(caller, permEdit, f, r.Bindings, "disk", id); err != nil {
 			return nil, err
 		}
 		if pid, open := s.writerOf(id); open {

@@ -437,12 +437,8 @@ func (s *Service) UpdateImage(caller Identity, key, id string, req apitypes.Upda
 		if err != nil {
 			return nil, err
 		}
-		f, err := s.getFolder(tx, r.FolderID)
+		f, err := s.editFolder(tx, caller, op, r.FolderID, r.Bindings, "image", id)
 		if err != nil {
-			return nil, err
-		}
-		op.Metadata.FolderID = f.ID
-		if err := s.check(caller, permEdit, f, r.Bindings, "image", id); err != nil {
 			return nil, err
 		}
 		for _, fl := range fields {
@@ -476,12 +472,8 @@ func (s *Service) DeleteImage(caller Identity, key, id string) (apitypes.Operati
 		if err != nil {
 			return nil, err
 		}
-		f, err := s.getFolder(tx, r.FolderID)
+		f, err := s.editFolder(tx, caller, op, r.FolderID, r.Bindings, "image", id)
 		if err != nil {
-			return nil, err
-		}
-		op.Metadata.FolderID = f.ID
-		if err := s.check(caller, permEdit, f, r.Bindings, "image", id); err != nil {
 			return nil, err
 		}
 		if r.Status == apitypes.StatusCreating {

@@ -165,12 +165,8 @@ func (s *Service) UpdateSnapshot(caller Identity, key, id string, req apitypes.U
 		if err != nil {
 			return nil, err
 		}
-		f, err := s.getFolder(tx, r.FolderID)
+		f, err := s.editFolder(tx, caller, op, r.FolderID, r.Bindings, "snapshot", id)
 		if err != nil {
-			return nil, err
-		}
-		op.Metadata.FolderID = f.ID
-		if err := s.check(caller, permEdit, f, r.Bindings, "snapshot", id); err != nil {
 			return nil, err
 		}
 		for _, fl := range fields {
@@ -192,12 +188,8 @@ func (s *Service) DeleteSnapshot(caller Identity, key, id string) (apitypes.Oper
 		if err != nil {
 			return nil, err
 		}
-		f, err := s.getFolder(tx, r.FolderID)
+		f, err := s.editFolder(tx, caller, op, r.FolderID, r.Bindings, "snapshot", id)
 		if err != nil {
-			return nil, err
-		}
-		op.Metadata.FolderID = f.ID
-		if err := s.check(caller, permEdit, f, r.Bindings, "snapshot", id); err != nil {
 			return nil, err
 		}
 		if r.Status == apitypes.StatusCreating {
