@@ -335,6 +335,7 @@ func (q *request) uploadRequest() (UploadRequest, error) {
 	req := UploadRequest{
 		FolderID: v.Get("folderId"), Name: v.Get("name"), Description: v.Get("description"),
 		Family: v.Get("family"), Format: v.Get("format"), OSType: v.Get("osType"),
+		Size: max(q.r.ContentLength, 0),
 	}
 	if req.OSType == "" {
 		req.OSType = v.Get("os")

@@ -26,13 +26,17 @@ type UploadRequest struct {
 	ProductIDs  []string
 	// Format is the claimed format: raw, qcow2, vmdk, vhd, or "" to detect.
 	Format string
+	// Size is the body's length when the client sent it (Content-Length),
+	// else 0. A raw upload of known size is imported as it arrives.
+	Size   int64
 	Pooled bool
 	OSType string // LINUX (default) or WINDOWS
 }
 
 // UploadImage imports an image file streamed in body. The request is
 // checked (rights, quotas, names) before the body is read, so a refused
-// import costs no transfer; the body is then spooled to a file in the
+// import costs no transfer. A raw upload of known size is imported as it
+// arrives (see uploadRaw). Any other body is spooled to a file in the
 // spool directory, its container format checked (INVALID_ARGUMENT for an
 // unsafe, invalid or mislabelled file), and the import runs in the
 // background: the image is CREATING until its layer commits in the same
@@ -84,6 +88,9 @@ func (s *Service) UploadImage(ctx context.Context, caller Identity, key string, 
 		return s.live(prev), nil
 	}
 
+	if claimed == imagefile.Raw && req.Size > 0 {
+		return s.uploadRaw(ctx, caller, key, sp, body, req.Size)
+	}
 	f, size, err := s.spool(ctx, body)
 	if err != nil {
 		return apitypes.Operation{}, err
@@ -127,6 +134,122 @@ func (s *Service) UploadImage(ctx context.Context, caller Identity, key string, 
 		keep = true // the background import owns the spool file now
 	}
 	return op, err
+}
+
+// uploadRaw imports a raw upload of size bytes as it arrives: no spool
+// file, so the data is read and written once. The layer is built from the
+// body; once all of it is in, one transaction creates the READY image, its
+// finished operation and the layer's commit (a failure anywhere leaves
+// nothing behind). A body that names another format in its first bytes or
+// in a VHD footer is refused, as a mislabelled spooled file is. The image
+// record cannot show progress while the body streams; the client counts
+// the bytes it sends.
+func (s *Service) uploadRaw(ctx context.Context, caller Identity, key string, sp *imageSpec, body io.Reader, size int64) (apitypes.Operation, error) {
+	sp.virtualSize = size
+	sp.lineage = apitypes.Image{SourceFormat: string(imagefile.Raw)}
+	// The size is known before the body: check the quota with it now.
+	if err := s.view(func(tx *storage.Txn) error {
+		_, _, err := s.addImage(tx, caller, sp, apitypes.StatusCreating, true)
+		return err
+	}); err != nil {
+		return apitypes.Operation{}, toError(err)
+	}
+	h := sha256.New()
+	var sniff formatSniffer
+	in := &readCounter{r: io.LimitReader(ctxReader{ctx, body}, size)}
+	p, err := s.layers.Import(ctx, io.TeeReader(in, io.MultiWriter(h, &sniff)), size, nil)
+	if err != nil {
+		if ctx.Err() != nil {
+			return apitypes.Operation{}, toError(ctx.Err())
+		}
+		if in.n < size {
+			return apitypes.Operation{}, errf(apitypes.CodeInvalidArgument, "the upload stopped after %d of %d bytes: %v; send the whole file again", in.n, size, err)
+		}
+		return apitypes.Operation{}, importError(err)
+	}
+	defer p.Abort() // a no-op once committed
+	if in.n < size {
+		return apitypes.Operation{}, errf(apitypes.CodeInvalidArgument, "the upload stopped after %d of %d bytes; send the whole file again", in.n, size)
+	}
+	if f := sniff.format(); f != imagefile.Raw {
+		return apitypes.Operation{}, importError(fmt.Errorf("%w: the file is %s, not raw; upload it with its own format or without one", imagefile.ErrFormatMismatch, f))
+	}
+	sum := formatChecksum(h)
+	stats := p.Stats()
+	return s.mutate(caller, key, "import image "+sp.name, apitypes.OperationMetadata{}, func(tx *storage.Txn, op *opRec) (any, error) {
+		r, _, err := s.addImage(tx, caller, sp, apitypes.StatusReady, false)
+		if err != nil {
+			return nil, err
+		}
+		if r.Layer, err = p.Commit(tx); err != nil {
+			return nil, err
+		}
+		r.Checksum, r.StorageSize = sum, stats.StoredBytes
+		op.Metadata.FolderID, op.Metadata.ImageID = r.FolderID, r.ID
+		return r.public(), putJSON(tx, pfxImage+r.ID, r)
+	})
+}
+
+// formatSniffer sees a stream go by and keeps what format detection needs:
+// its first bytes (magic numbers) and its last 512 (a VHD footer).
+type formatSniffer struct {
+	head []byte
+	tail [512]byte
+	n    int64
+}
+
+func (f *formatSniffer) Write(p []byte) (int, error) {
+	if need := 512 - len(f.head); need > 0 {
+		f.head = append(f.head, p[:min(need, len(p))]...)
+	}
+	// Keep the last 512 bytes: shift in p's own last bytes.
+	if len(p) >= len(f.tail) {
+		copy(f.tail[:], p[len(p)-len(f.tail):])
+	} else {
+		copy(f.tail[:], f.tail[len(p):])
+		copy(f.tail[len(f.tail)-len(p):], p)
+	}
+	f.n += int64(len(p))
+	return len(p), nil
+}
+
+// format is what imagefile.Detect says of the bytes seen.
+func (f *formatSniffer) format() imagefile.Format {
+	tail := f.tail[max(0, int64(len(f.tail))-f.n):]
+	r := sniffedFile{head: f.head, tail: tail, size: f.n}
+	fm, err := imagefile.Detect(r, f.n)
+	if err != nil {
+		return ""
+	}
+	return fm
+}
+
+// sniffedFile answers Detect's reads from the head and tail a sniffer kept.
+type sniffedFile struct {
+	head, tail []byte
+	size       int64
+}
+
+func (s sniffedFile) ReadAt(p []byte, off int64) (int, error) {
+	switch {
+	case off+int64(len(p)) <= int64(len(s.head)):
+		return copy(p, s.head[off:]), nil
+	case off >= s.size-int64(len(s.tail)) && off+int64(len(p)) <= s.size:
+		return copy(p, s.tail[off-(s.size-int64(len(s.tail))):]), nil
+	}
+	return 0, fmt.Errorf("sniffed bytes do not cover [%d, +%d)", off, len(p))
+}
+
+// readCounter counts the bytes read through it.
+type readCounter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // importImage streams the logical content of img into a pending layer,

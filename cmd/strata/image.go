@@ -18,6 +18,7 @@ import (
 
 	"strata/api/apitypes"
 	"strata/cmd/internal/units"
+	"strata/layer/imagefile"
 )
 
 var imageColumns = []column[apitypes.Image]{
@@ -225,6 +226,14 @@ func (a *app) upload(ctx context.Context, path string, q url.Values) error {
 	}
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if q.Get("format") == "" {
+		// A file with no container format's magic is raw: say so, and the
+		// daemon imports it as it arrives instead of spooling it first.
+		// The daemon checks the claim against the bytes it receives.
+		if f, err := imagefile.Detect(f, st.Size()); err == nil && f == imagefile.Raw {
+			q.Set("format", string(imagefile.Raw))
+		}
 	}
 	var body io.Reader = f
 	var bar *progressbar.ProgressBar
