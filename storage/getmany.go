@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -52,6 +53,11 @@ func (s *Store) getMany(ids []ChunkID, dsts [][]byte, failed func(i int, err err
 	out := make([][]byte, len(ids))
 	var stop error // a chunk's failure that ends the transaction early
 	err := s.db.View(func(tx *badger.Txn) error {
+		var it *badger.Iterator
+		if runOfIDs(ids) {
+			it = tx.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunk}})
+			defer it.Close()
+		}
 		for i, id := range ids {
 			var dst []byte
 			if i < len(dsts) {
@@ -61,7 +67,13 @@ func (s *Store) getMany(ids []ChunkID, dsts [][]byte, failed func(i int, err err
 				out[i] = append(dst[:0], zeroBlock[:s.chunkSize]...)
 				continue
 			}
-			item, err := tx.Get(idKey(nsChunk, id))
+			var item *badger.Item
+			var err error
+			if it != nil {
+				item, err = seekItem(it, idKey(nsChunk, id))
+			} else {
+				item, err = tx.Get(idKey(nsChunk, id))
+			}
 			if err == nil {
 				err = item.Value(func(v []byte) error {
 					var derr error
@@ -95,4 +107,44 @@ func (s *Store) getMany(ids []ChunkID, dsts [][]byte, failed func(i int, err err
 		return nil, stop
 	}
 	return out, nil
+}
+
+// runOfIDs says whether ids are mostly a run of consecutive ids (a read of
+// several chunks of one import): one iterator then finds each after the
+// last with a step, where a get per id would search every level.
+func runOfIDs(ids []ChunkID) bool {
+	if len(ids) < 8 {
+		return false
+	}
+	next := 0
+	for i := 1; i < len(ids); i++ {
+		if ids[i] == ids[i-1]+1 {
+			next++
+		}
+	}
+	return next*2 >= len(ids)
+}
+
+// seekItem positions it at key: a step or two forward when key is just
+// ahead, a seek otherwise. ErrKeyNotFound if key is not there.
+func seekItem(it *badger.Iterator, key []byte) (*badger.Item, error) {
+	for step := 0; ; step++ {
+		if !it.Valid() {
+			it.Seek(key)
+			break
+		}
+		c := bytes.Compare(it.Item().Key(), key)
+		if c == 0 {
+			return it.Item(), nil
+		}
+		if c > 0 || step == 2 {
+			it.Seek(key)
+			break
+		}
+		it.Next()
+	}
+	if it.Valid() && bytes.Equal(it.Item().Key(), key) {
+		return it.Item(), nil
+	}
+	return nil, badger.ErrKeyNotFound
 }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"math/rand/v2"
 	"testing"
@@ -128,5 +129,82 @@ func TestGetEachFailsOnlyTheDamagedChunk(t *testing.T) {
 	}
 	if n := s.Stats().CorruptReads; n != 1 {
 		t.Fatalf("CorruptReads = %d, want 1", n)
+	}
+}
+
+// TestGetEachRunOfIDs reads runs of consecutive ids, the shape a multi-chunk
+// read of imported data has (served by one iterator): forward, over a
+// freed id, with a gap, a missing id, the zero chunk and a step back in the
+// middle, and a damaged chunk. Every chunk matches Get; the missing one is
+// ErrNotFound and the damaged one ErrCorrupt, alone.
+func TestGetEachRunOfIDs(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(31, 32))
+	cs := s.ChunkSize()
+	l := s.NewLease()
+	defer l.Release()
+	var ids []ChunkID
+	var freed ChunkID // stored between ids[9] and ids[10], then freed by GC
+	for i := range 40 {
+		raw := textChunk(rng, cs)
+		if i%3 == 0 {
+			raw = randomChunk(rng, cs)
+		}
+		if i == 10 {
+			short := s.NewLease()
+			id, err := s.Put(randomChunk(rng, cs), short)
+			if err != nil {
+				t.Fatal(err)
+			}
+			short.Release()
+			freed = id
+		}
+		id, err := s.Put(raw, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if _, err := s.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(freed, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the freed chunk still reads: %v", err)
+	}
+	missing := ids[len(ids)-1] + 5
+	want := map[ChunkID][]byte{}
+	for _, id := range append(ids, ZeroChunk) {
+		b, err := s.Get(id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[id] = b
+	}
+	damaged := ids[30]
+	flipStoredByte(t, s, damaged, 9)
+	req := append([]ChunkID{}, ids[:10]...)               // a run
+	req = append(req, freed, ids[10], ids[11])            // over a freed id
+	req = append(req, ids[20:26]...)                      // after a gap
+	req = append(req, missing, ZeroChunk, ids[3], ids[4]) // missing, zero, a step back
+	req = append(req, ids[26:36]...)                      // on, over the damaged one
+	got, errs, err := s.GetEach(req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range req {
+		switch id {
+		case missing, freed:
+			if !errors.Is(errs[i], ErrNotFound) || got[i] != nil {
+				t.Fatalf("#%d missing id: %v", i, errs[i])
+			}
+		case damaged:
+			if !errors.Is(errs[i], ErrCorrupt) || got[i] != nil {
+				t.Fatalf("#%d damaged chunk: %v", i, errs[i])
+			}
+		default:
+			if errs[i] != nil || !bytes.Equal(got[i], want[id]) {
+				t.Fatalf("#%d chunk %d: %v, or bytes differ from Get", i, id, errs[i])
+			}
+		}
 	}
 }
