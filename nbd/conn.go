@@ -150,7 +150,6 @@ func (c *conn) transmit() {
 		m.Connection(c.export, 1)
 		defer m.Connection(c.export, -1)
 	}
-	defer closeBackend(c.be)
 	c.tr, _ = c.be.(TryReader)
 	c.tw, _ = c.be.(TryWriter)
 	var hdr [requestHeaderSize]byte
@@ -231,6 +230,10 @@ func (c *conn) transmit() {
 			c.srv.logf("nbd: flush of %q at disconnect: %v", c.export, err)
 		}
 	}
+	// The backend closes before the socket: a client that sees the
+	// connection end knows its handle is released (and a disk's last
+	// close has flushed it).
+	closeBackend(c.be)
 	c.mu.Lock()
 	c.nc.Close()
 	c.mu.Unlock()
