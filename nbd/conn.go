@@ -29,7 +29,8 @@ type conn struct {
 	srv  *Server
 	raw  net.Conn
 	br   *bufio.Reader
-	bw   *bufio.Writer
+	bw   *bufio.Writer // negotiation, and replies on a connection without q
+	q    *replyQueue   // replies in transmission, on a socket that takes writev
 	peer Peer
 
 	ctx    context.Context
@@ -54,7 +55,7 @@ type conn struct {
 	waiting   atomic.Int32 // goroutines waiting for wmu: the last one flushes
 	busy      atomic.Int32 // requests dispatched and not yet answered
 	werr      error        // guarded by wmu
-	needFlush bool         // guarded by wmu: replies sit in bw
+	needFlush bool         // guarded by wmu: replies sit in bw or q
 	hdr       [32]byte     // guarded by wmu: reply header scratch (a stack one escapes)
 
 	jobs     chan job // to the workers; buffered, so the reader runs ahead
@@ -152,6 +153,7 @@ func (c *conn) transmit() {
 	}
 	c.tr, _ = c.be.(TryReader)
 	c.tw, _ = c.be.(TryWriter)
+	c.startQueue()
 	var hdr [requestHeaderSize]byte
 	for {
 		if c.br.Buffered() < requestHeaderSize {
@@ -222,6 +224,8 @@ func (c *conn) transmit() {
 	}
 	close(c.jobs)
 	c.inflight.Wait()
+	c.flushPending() // inline replies a DISC or a read error left queued
+	c.stopQueue()
 	if c.dirty.Load() {
 		// Not required by the protocol, but a client that disconnects
 		// (or a server shutting down) should not leave data only in a
@@ -274,8 +278,8 @@ func (c *conn) readInline(req request) bool {
 		start = time.Now()
 	}
 	buf := getBuf(n)
-	defer putBuf(buf)
 	if !c.tr.TryReadAt(*buf, int64(req.offset)) {
+		putBuf(buf)
 		return false
 	}
 	c.lockW()
@@ -289,7 +293,8 @@ func (c *conn) readInline(req request) bool {
 		putSimple(h, 0, req.cookie)
 		c.write(h)
 	}
-	c.write(*buf)
+	c.writeData(*buf)
+	c.release(buf)
 	c.inlineUnlock()
 	if m != nil {
 		m.Request(c.export, OpRead, int64(n), time.Since(start), 0)
@@ -348,7 +353,7 @@ func (c *conn) writeInline(req request) (done, ok bool) {
 func (c *conn) inlineUnlock() {
 	c.needFlush = true
 	if c.waiting.Load() == 0 && c.br.Buffered() < requestHeaderSize && c.werr == nil {
-		c.werr = c.bw.Flush()
+		c.werr = c.flushW()
 		c.needFlush = false
 	}
 	failed := c.werr != nil
@@ -362,7 +367,7 @@ func (c *conn) inlineUnlock() {
 func (c *conn) flushPending() {
 	c.wmu.Lock()
 	if c.needFlush && c.werr == nil {
-		c.werr = c.bw.Flush()
+		c.werr = c.flushW()
 		c.needFlush = false
 	}
 	failed := c.werr != nil
@@ -467,7 +472,7 @@ func (c *conn) handle(req request, buf *[]byte, held int64) {
 		c.replyErr(req, errno, msg)
 		return
 	}
-	c.replySimple(req.cookie, 0, nil)
+	c.replySimple(req.cookie, 0)
 }
 
 func (c *conn) markDirty(err error) {
@@ -499,7 +504,7 @@ func (c *conn) unlockW() {
 			c.wmu.Lock()
 		}
 		if c.needFlush && c.werr == nil && c.waiting.Load() == 0 {
-			c.werr = c.bw.Flush()
+			c.werr = c.flushW()
 			c.needFlush = false
 		}
 	}
@@ -511,8 +516,13 @@ func (c *conn) unlockW() {
 	}
 }
 
+// write queues a copy of b (or sends it) under wmu.
 func (c *conn) write(b []byte) {
 	if c.werr != nil {
+		return
+	}
+	if c.q != nil {
+		c.werr = c.q.copyIn(b)
 		return
 	}
 	if len(b) >= c.bw.Size() && c.bw.Buffered() > 0 {
@@ -524,6 +534,57 @@ func (c *conn) write(b []byte) {
 		}
 	}
 	_, c.werr = c.bw.Write(b)
+}
+
+// writeData queues read data under wmu: on a vectored connection a large
+// b is sent from where it lies, so it must not change before the buffer
+// holding it is passed to release.
+func (c *conn) writeData(b []byte) {
+	if c.werr != nil {
+		return
+	}
+	if c.q != nil {
+		c.werr = c.q.refer(b)
+		return
+	}
+	c.write(b)
+}
+
+// release returns a pooled buffer whose bytes were passed to writeData,
+// under wmu: at once if they were copied or sent, else after the write
+// that sends them.
+func (c *conn) release(buf *[]byte) {
+	if c.q != nil {
+		c.q.hold(buf)
+		return
+	}
+	putBuf(buf)
+}
+
+// flushW sends what is queued or buffered, under wmu.
+func (c *conn) flushW() error {
+	if c.q != nil {
+		return c.q.flush()
+	}
+	return c.bw.Flush()
+}
+
+// startQueue switches replies to a reply queue when the connection takes
+// vectored writes (not TLS: see vectorWriter). Negotiation has ended, and
+// its last reply was flushed.
+func (c *conn) startQueue() {
+	if w := vectorOf(c.nc); w != nil && c.bw.Buffered() == 0 {
+		c.q = newReplyQueue(w)
+	}
+}
+
+// stopQueue returns the queue's buffers once no request is being served.
+func (c *conn) stopQueue() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.q != nil {
+		c.q.close()
+	}
 }
 
 func putSimple(h []byte, errno uint32, cookie uint64) {
@@ -540,16 +601,13 @@ func putChunk(h []byte, flags, typ uint16, cookie uint64, length uint32) {
 	binary.BigEndian.PutUint32(h[16:], length)
 }
 
-// replySimple sends a simple reply, with data for a successful read.
-func (c *conn) replySimple(cookie uint64, errno uint32, data []byte) {
+// replySimple sends a simple reply without data.
+func (c *conn) replySimple(cookie uint64, errno uint32) {
 	c.lockW()
 	defer c.unlockW() // deferred: a panic must not leave the lock held
 	h := c.hdr[:simpleReplySize]
 	putSimple(h, errno, cookie)
 	c.write(h)
-	if len(data) > 0 {
-		c.write(data)
-	}
 }
 
 // replyErr sends an error reply: a structured error chunk when structured
@@ -557,7 +615,7 @@ func (c *conn) replySimple(cookie uint64, errno uint32, data []byte) {
 // else a simple reply.
 func (c *conn) replyErr(req request, errno uint32, msg string) {
 	if !c.sess.structured {
-		c.replySimple(req.cookie, errno, nil)
+		c.replySimple(req.cookie, errno)
 		return
 	}
 	if len(msg) > 4096 {
@@ -570,7 +628,11 @@ func (c *conn) replyErr(req request, errno uint32, msg string) {
 	binary.BigEndian.PutUint32(h[20:], errno)
 	binary.BigEndian.PutUint16(h[24:], uint16(len(msg)))
 	c.write(h)
-	if c.werr == nil {
+	switch {
+	case c.werr != nil:
+	case c.q != nil:
+		c.werr = c.q.copyIn([]byte(msg))
+	default:
 		_, c.werr = c.bw.WriteString(msg)
 	}
 }
@@ -591,12 +653,11 @@ func (c *conn) doRead(req request) uint32 {
 			putChunk(h, replyFlagDone, chunkNone, req.cookie, 0)
 			c.write(h)
 		} else {
-			c.replySimple(req.cookie, 0, nil)
+			c.replySimple(req.cookie, 0)
 		}
 		return 0
 	}
 	buf := getBuf(n)
-	defer putBuf(buf)
 	p := *buf
 	off := int64(req.offset)
 
@@ -618,6 +679,7 @@ func (c *conn) doRead(req request) uint32 {
 		}
 	}
 	if err != nil {
+		putBuf(buf)
 		errno := errnoFor(err)
 		if errno == errnoIO {
 			c.srv.logf("nbd: read of %q at %d+%d: %v", c.export, off, n, err)
@@ -625,15 +687,26 @@ func (c *conn) doRead(req request) uint32 {
 		c.replyErr(req, errno, "read failed")
 		return errno
 	}
-	if !c.sess.structured {
-		c.replySimple(req.cookie, 0, p)
-		return 0
-	}
-	if len(segs) == 0 {
-		segs = append(segs, segment{0, n, false})
-	}
 	c.lockW()
 	defer c.unlockW()
+	c.sendRead(req, p, segs)
+	c.release(buf)
+	return 0
+}
+
+// sendRead queues a read's reply under wmu: data from p, holes as hole
+// chunks (segs; none: all data).
+func (c *conn) sendRead(req request, p []byte, segs []segment) {
+	if !c.sess.structured {
+		h := c.hdr[:simpleReplySize]
+		putSimple(h, 0, req.cookie)
+		c.write(h)
+		c.writeData(p)
+		return
+	}
+	if len(segs) == 0 {
+		segs = append(segs, segment{0, len(p), false})
+	}
 	h := c.hdr[:structuredHdrSize+12]
 	for i, s := range segs {
 		flags := uint16(0)
@@ -649,10 +722,9 @@ func (c *conn) doRead(req request) uint32 {
 			putChunk(h, flags, chunkOffsetData, req.cookie, uint32(8+s.n))
 			binary.BigEndian.PutUint64(h[20:], req.offset+uint64(s.off))
 			c.write(h[:28])
-			c.write(p[s.off : s.off+s.n])
+			c.writeData(p[s.off : s.off+s.n])
 		}
 	}
-	return 0
 }
 
 // sparseSegments splits a read into data and hole pieces from the backend's
