@@ -16,6 +16,50 @@ const (
 
 var bufPools [maxClassShift + 1]sync.Pool
 
+// Buffers of 64 KiB and more are first kept in a free list per class,
+// which garbage collection does not empty: a sync.Pool drops what it holds
+// every second cycle, the heap then shrinks, and the next large read
+// writes into fresh memory again, the very cost the pool is for (a 256 KiB
+// buffer is 64 first touches). A list keeps up to retainBytes of its class
+// (at least one buffer), the working set of a few busy connections; what
+// comes back beyond it goes to the sync.Pool.
+const (
+	retainMinShift = 16
+	retainBytes    = 32 << 20
+)
+
+var freeLists [maxClassShift + 1]freeList
+
+// freeList is a stack of buffers of one class.
+type freeList struct {
+	mu   sync.Mutex
+	bufs []*[]byte
+}
+
+func (f *freeList) get() *[]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := len(f.bufs)
+	if n == 0 {
+		return nil
+	}
+	b := f.bufs[n-1]
+	f.bufs[n-1] = nil
+	f.bufs = f.bufs[:n-1]
+	return b
+}
+
+// put keeps b unless the list holds limit buffers already.
+func (f *freeList) put(b *[]byte, limit int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.bufs) >= limit {
+		return false
+	}
+	f.bufs = append(f.bufs, b)
+	return true
+}
+
 func classOf(n int) int {
 	if n <= 1<<minClassShift {
 		return minClassShift
@@ -29,6 +73,12 @@ func getBuf(n int) *[]byte {
 	if c > maxClassShift {
 		b := make([]byte, n)
 		return &b
+	}
+	if c >= retainMinShift {
+		if b := freeLists[c].get(); b != nil {
+			*b = (*b)[:n]
+			return b
+		}
 	}
 	if v := bufPools[c].Get(); v != nil {
 		b := v.(*[]byte)
@@ -47,6 +97,9 @@ func putBuf(b *[]byte) {
 	}
 	shift := bits.Len(uint(c)) - 1
 	if shift > maxClassShift {
+		return
+	}
+	if shift >= retainMinShift && freeLists[shift].put(b, max(1, retainBytes>>shift)) {
 		return
 	}
 	bufPools[shift].Put(b)
