@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"syscall"
 	"testing"
+	"unsafe"
 )
 
 // prefaulterOf waits for s's prefaulter to finish its rounds and returns it.
@@ -34,23 +38,24 @@ func recordValue(i int) []byte {
 }
 
 // TestValueLogPrefaultKeepsValues: large SetRef commits populate the value
-// log ahead of Badger's writer, across a file rotation (32 MiB files: the
-// kernel may back a smaller file with one large folio, all of it resident
-// at the first write), and every value reads back as written, before and
-// after a reopen.
+// log ahead of Badger's writer and write back and drop what lies behind it,
+// within a file and, across file rotations (40 MiB files), all of a file
+// the writer left; every value reads back as written (from the disk where
+// its page was dropped), before and after a reopen.
 func TestValueLogPrefaultKeepsValues(t *testing.T) {
 	if prefaultBroken.Load() {
 		t.Skip("kernel without MADV_POPULATE_WRITE")
 	}
 	o := testOptions()
-	o.ValueLogFileSize = 32 << 20
+	o.ValueLogFileSize = 40 << 20
 	dir := t.TempDir()
 	s, err := Open(dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const perTxn, txns = 300, 40 // 1.2 MB a commit: each starts a round
+	const perTxn, txns = 300, 70 // 1.2 MB a commit: each starts a round
 	firstFid := -1
+	var maxDropped uintptr
 	for n := 0; n < txns; n++ {
 		err := s.Update(func(tx *Txn) error {
 			for i := n * perTxn; i < (n+1)*perTxn; i++ {
@@ -63,16 +68,26 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		p := prefaulterOf(t, s)
 		if firstFid < 0 {
-			firstFid = prefaulterOf(t, s).fid
+			firstFid = p.cur.fid
 		}
+		maxDropped = max(maxDropped, p.cur.dropped)
 	}
 	p := prefaulterOf(t, s)
-	if p.fid <= firstFid {
-		t.Fatalf("prefaulter still on value-log file %d: 49 MB over 32 MiB files should have moved to the next", p.fid)
+	if p.cur.fid < firstFid+2 {
+		t.Fatalf("prefaulter on value-log file %d, first %d: 86 MB over 40 MiB files should have moved two files on", p.cur.fid, firstFid)
 	}
-	if p.done <= p.est&^4095 {
-		t.Fatalf("populated up to %d, not ahead of the estimated write offset %d", p.done, p.est)
+	if p.cur.done <= p.cur.est&^4095 {
+		t.Fatalf("populated up to %d, not ahead of the estimated write offset %d", p.cur.done, p.cur.est)
+	}
+	if maxDropped < 4<<20 {
+		t.Fatalf("dropped at most %d bytes of a file while writing 42 MB into it", maxDropped)
+	}
+	for fid := firstFid; fid < p.cur.fid; fid++ {
+		if pct := residentPercent(t, p.dir, fid); pct > 10 {
+			t.Errorf("value-log file %d, which the writer left, is %d%% in memory", fid, pct)
+		}
 	}
 	check := func(s *Store, when string) {
 		err := s.View(func(tx *Txn) error {
@@ -103,6 +118,79 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 	check(s, "after reopen")
 }
 
+// residentPercent is how much of value-log file fid's mapping is in memory.
+func residentPercent(t *testing.T, dir string, fid int) int {
+	t.Helper()
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := mappingOf(maps, filepath.Join(dir, fmt.Sprintf("%06d.vlog", fid)))
+	if !ok {
+		t.Fatalf("value-log file %d not mapped", fid)
+	}
+	vec := make([]byte, m.length/4096)
+	_, _, errno := syscall.Syscall(syscall.SYS_MINCORE, m.start, m.length, uintptr(unsafe.Pointer(&vec[0])))
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	in := 0
+	for _, v := range vec {
+		in += int(v & 1)
+	}
+	return in * 100 / len(vec)
+}
+
+// TestVlogEntryBytesIsBadgers: the estimate of the write offset adds up
+// exactly what Badger appends: after a reopen (which truncates the value
+// log to what was written), the file holds its header and the entries.
+func TestVlogEntryBytesIsBadgers(t *testing.T) {
+	o := testOptions()
+	dir := t.TempDir()
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want uintptr
+	err = s.Update(func(tx *Txn) error {
+		for i, n := range []int{vlogThreshold, 300, 4105, 20000, 200000} {
+			key, val := []byte(fmt.Sprintf("key %d", i)), bytes.Repeat([]byte{'v'}, n)
+			want += s.vlogEntryBytes(key, val)
+			if err := tx.SetRef(key, val); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.vlogEntryBytes([]byte("k"), make([]byte, vlogThreshold-1)) != 0 {
+		t.Error("a value under the threshold counted toward the value log")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil || len(logs) == 0 {
+		t.Fatalf("no value-log file: %v", err)
+	}
+	var got int64
+	for _, l := range logs {
+		fi, err := os.Stat(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += fi.Size() - vlogHeaderBytes
+	}
+	if got != int64(want) {
+		t.Fatalf("value log holds %d bytes of entries, estimate %d", got, want)
+	}
+}
+
+// vlogHeaderBytes is Badger's value-log file header (key id, IV).
+const vlogHeaderBytes = 20
+
 // TestValueLogPrefaultSkipsSmallCommits: commits under prefaultMinCommit
 // (random 4 KiB writes) start no round, so their syncs write no zero pages.
 func TestValueLogPrefaultSkipsSmallCommits(t *testing.T) {
@@ -122,8 +210,8 @@ func TestValueLogPrefaultSkipsSmallCommits(t *testing.T) {
 	p := v.(*vlogPrefaulter)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.running || p.done != 0 {
-		t.Fatalf("small commits populated the value log (running %v, done %d)", p.running, p.done)
+	if p.running || p.cur.done != 0 {
+		t.Fatalf("small commits populated the value log (running %v, done %d)", p.running, p.cur.done)
 	}
 	if p.pending < 50*4105 {
 		t.Fatalf("small commits' bytes not counted toward the write offset: %d", p.pending)
