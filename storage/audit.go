@@ -98,9 +98,10 @@ func (s *Store) Audit(ctx context.Context, refs RefSource, verify bool) (AuditRe
 }
 
 // verifyAll decodes and checksums every stored chunk, streaming. It walks
-// the reference records and the chunk bodies side by side (both in id
-// order), so a record whose body is missing is reported as corrupt and a
-// body without a record (space nobody can free) as leaked.
+// the reference records and the packs side by side (both in id order), so
+// a record whose body is missing is reported as corrupt and a body without
+// a record (space nobody can free) as leaked. A pack whose slot table is
+// damaged makes every record of its id range corrupt.
 func (s *Store) verifyAll(ctx context.Context, rep *AuditReport) error {
 	err := s.db.View(func(tx *badger.Txn) error {
 		ropts := badger.DefaultIteratorOptions
@@ -108,54 +109,71 @@ func (s *Store) verifyAll(ctx context.Context, rep *AuditReport) error {
 		ropts.PrefetchValues = false
 		refs := tx.NewIterator(ropts)
 		defer refs.Close()
-		copts := badger.DefaultIteratorOptions
-		copts.Prefix = []byte{nsChunk}
-		copts.PrefetchValues = false
-		bodies := tx.NewIterator(copts)
-		defer bodies.Close()
+		popts := badger.DefaultIteratorOptions
+		popts.Prefix = []byte{nsPack}
+		popts.PrefetchValues = false
+		packs := tx.NewIterator(popts)
+		defer packs.Close()
 		refs.Rewind()
-		bodies.Rewind()
+		// noBodyBefore reports every record below id as corrupt.
+		noBodyBefore := func(id ChunkID) {
+			for ; refs.Valid(); refs.Next() {
+				rid, ok := parseIDKey(refs.Item().Key())
+				if !ok {
+					continue
+				}
+				if rid >= id {
+					return
+				}
+				rep.Corrupt = append(rep.Corrupt, rid)
+			}
+		}
+		// hasRecord says whether the current record is id's, and moves
+		// past it if so.
+		hasRecord := func(id ChunkID) bool {
+			if !refs.Valid() {
+				return false
+			}
+			if rid, ok := parseIDKey(refs.Item().Key()); ok && rid == id {
+				refs.Next()
+				return true
+			}
+			return false
+		}
 		buf := make([]byte, 0, MaxChunkSize)
-		for refs.Valid() || bodies.Valid() {
+		for packs.Rewind(); packs.Valid(); packs.Next() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			rid, rok := ChunkID(0), false
-			if refs.Valid() {
-				rid, rok = parseIDKey(refs.Item().Key())
+			base, ok := parseIDKey(packs.Item().Key())
+			if !ok {
+				continue
 			}
-			cid, cok := ChunkID(0), false
-			if bodies.Valid() {
-				cid, cok = parseIDKey(bodies.Item().Key())
-			}
-			switch {
-			case refs.Valid() && !rok:
-				refs.Next()
-			case bodies.Valid() && !cok:
-				bodies.Next()
-			case rok && (!cok || rid < cid):
-				rep.Corrupt = append(rep.Corrupt, rid) // record without body
-				refs.Next()
-			case cok && (!rok || cid < rid):
-				rep.Leaked = append(rep.Leaked, cid) // body without record
-				bodies.Next()
-			default: // same id
-				err := bodies.Item().Value(func(v []byte) error {
+			err := packs.Item().Value(func(v []byte) error {
+				return eachPackRecord(v, func(slot int, rec []byte) error {
+					id := base + ChunkID(slot)
+					noBodyBefore(id)
+					if !hasRecord(id) {
+						rep.Leaked = append(rep.Leaked, id)
+						return nil
+					}
 					var err error
-					buf, err = s.codec.decode(v, buf)
-					return err
+					if buf, err = s.codec.decode(rec, buf); errors.Is(err, ErrCorrupt) {
+						s.corruptReads.Add(1)
+						rep.Corrupt = append(rep.Corrupt, id)
+						buf = make([]byte, 0, MaxChunkSize)
+					} else if err != nil {
+						return err
+					}
+					return nil
 				})
-				if errors.Is(err, ErrCorrupt) {
-					s.corruptReads.Add(1)
-					rep.Corrupt = append(rep.Corrupt, cid)
-					buf = make([]byte, 0, MaxChunkSize)
-				} else if err != nil {
-					return err
-				}
-				refs.Next()
-				bodies.Next()
+			})
+			if err != nil && !errors.Is(err, ErrCorrupt) {
+				return err
 			}
+			noBodyBefore(base + packSlots)
 		}
+		noBodyBefore(^ChunkID(0))
 		return nil
 	})
 	if err != nil {

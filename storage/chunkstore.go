@@ -60,6 +60,10 @@ type Store struct {
 	referencedRaw atomic.Int64
 	corruptReads  atomic.Int64
 
+	// packBytes bounds a pack's records: packs are Badger values, and
+	// no value may outgrow a value-log file.
+	packBytes int
+
 	stripes           [stripeCount]sync.Mutex
 	gcMu              sync.Mutex   // one collection at a time
 	vlogMu            sync.RWMutex // value-log GC (write) vs commits that delete caller keys (read)
@@ -98,6 +102,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
 	s := &Store{db: db, dir: dir, opts: opts, stop: make(chan struct{})}
+	s.packBytes = int(min(2*packMaxRaw, db.Opts().ValueLogFileSize/2))
 	s.holds.init()
 	if err := s.init(); err != nil {
 		db.Close()
@@ -142,6 +147,9 @@ func (s *Store) init() error {
 		default:
 			return err
 		}
+		if err := checkFormat(tx); err != nil {
+			return err
+		}
 		item, err = tx.Get(keySecret)
 		switch {
 		case err == nil:
@@ -180,6 +188,43 @@ func (s *Store) init() error {
 	return s.recount()
 }
 
+// storeFormat is the layout of chunk bodies this build reads and writes:
+// 2 is packs (pack.go). Format 1 kept one record per chunk under nsChunk.
+const storeFormat = 2
+
+// ErrFormat: the store was written in a layout this build does not read.
+var ErrFormat = errors.New("storage: unsupported store format")
+
+// checkFormat records the format in a new store, or checks an existing
+// store's. A store from before the format was recorded is format 1 if it
+// holds any chunk record, else (no chunk was ever kept) it is adopted.
+func checkFormat(tx *badger.Txn) error {
+	item, err := tx.Get(keyFormat)
+	switch {
+	case err == nil:
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		if len(v) != 1 || v[0] != storeFormat {
+			return fmt.Errorf("%w: format %v, this build reads %d", ErrFormat, v, storeFormat)
+		}
+		return nil
+	case errors.Is(err, badger.ErrKeyNotFound):
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunk}})
+		it.Rewind()
+		old := it.Valid()
+		it.Close()
+		if old {
+			return fmt.Errorf("%w: format 1 (one record per chunk, before packs); "+
+				"this build reads %d: import the images into a new data directory", ErrFormat, storeFormat)
+		}
+		return tx.Set(keyFormat, []byte{storeFormat})
+	default:
+		return err
+	}
+}
+
 // Close stops background work and closes the database.
 func (s *Store) Close() error {
 	var err error
@@ -213,14 +258,16 @@ func (s *Store) Sync() error {
 	return nil
 }
 
-func (s *Store) nextID() (ChunkID, error) {
+// nextPackBase mints the base id of a new pack (see pack.go). The
+// sequence counts packs; number 0 is skipped, so no pack holds ZeroChunk.
+func (s *Store) nextPackBase() (ChunkID, error) {
 	for {
 		n, err := s.seq.Next()
 		if err != nil {
 			return 0, fmt.Errorf("storage: next chunk id: %w", err)
 		}
-		if ChunkID(n) != ZeroChunk {
-			return ChunkID(n), nil
+		if n != 0 {
+			return ChunkID(n) << packSlotBits, nil
 		}
 	}
 }
@@ -368,6 +415,17 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 	}
 	created := sc.created
 	existing := sc.exist // deduplicated onto chunks committed before
+	// New chunks go into packs of up to perPack slots, one pack after
+	// another; each is staged once full and the last after the loop.
+	perPack := slotsPerPack(s.chunkSize)
+	var pack *packBuilder
+	var base ChunkID
+	stagePack := func() error {
+		if pack == nil || pack.slots() == 0 {
+			return nil
+		}
+		return sc.set(tx, sc.idKey(nsPack, base), pack.finish())
+	}
 	for _, it := range items {
 		if it.zero {
 			continue
@@ -386,16 +444,23 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 			it.id, it.isNew = id, false
 			res.dedupChunks++
 		case errors.Is(err, badger.ErrKeyNotFound):
-			id, err := s.nextID()
-			if err != nil {
-				return res, err
-			}
 			if it.rec == nil {
 				it.rec = s.codec.encode(it.raw, it.arena)
 			}
+			if pack == nil || pack.slots() == perPack || pack.size()+len(it.rec) > s.packBytes {
+				if err := stagePack(); err != nil {
+					return res, err
+				}
+				if base, err = s.nextPackBase(); err != nil {
+					return res, err
+				}
+				pack = sc.pack(min(s.packBytes, perPack*(s.chunkSize+recordHeader)))
+			}
+			id := base + ChunkID(pack.slots())
 			if err := hold(id); err != nil {
 				return res, err
 			}
+			pack.add(it.rec)
 			// Fresh: count 0 and not in the GC queue (zeroSince 0). The
 			// lease holds it; Release (or Open, after a crash) queues it
 			// if it is still unreferenced then. Not queueing here saves a
@@ -410,14 +475,11 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 					return res, err
 				}
 			}
-			for _, kv := range [][2][]byte{
-				{sc.idKey(nsChunk, id), it.rec},
-				{hk, sc.idValue(id)},
-				{sc.idKey(nsRef, id), sc.ref(&rr)},
-			} {
-				if err := sc.set(tx, kv[0], kv[1]); err != nil {
-					return res, err
-				}
+			if err := sc.set(tx, hk, sc.idValue(id)); err != nil {
+				return res, err
+			}
+			if err := sc.set(tx, sc.idKey(nsRef, id), sc.ref(&rr)); err != nil {
+				return res, err
 			}
 			created[id] = struct{}{}
 			it.id, it.isNew = id, true
@@ -427,6 +489,9 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 		default:
 			return res, err
 		}
+	}
+	if err := stagePack(); err != nil {
+		return res, err
 	}
 	sc.exist = existing
 	if len(existing) > 0 {
@@ -541,7 +606,7 @@ func (s *Store) Get(id ChunkID, dst []byte) ([]byte, error) {
 	}
 	var out []byte
 	err := s.db.View(func(tx *badger.Txn) error {
-		item, err := tx.Get(idKey(nsChunk, id))
+		item, err := tx.Get(packKey(packBase(id)))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("%w: chunk %d", ErrNotFound, id)
 		}
@@ -549,7 +614,7 @@ func (s *Store) Get(id ChunkID, dst []byte) ([]byte, error) {
 			return fmt.Errorf("storage: get chunk %d: %w", id, err)
 		}
 		return item.Value(func(v []byte) error {
-			out, err = s.codec.decode(v, dst)
+			out, err = s.decodeSlot(v, id, dst)
 			return err
 		})
 	})
@@ -558,6 +623,19 @@ func (s *Store) Get(id ChunkID, dst []byte) ([]byte, error) {
 		return nil, fmt.Errorf("chunk %d: %w", id, err)
 	}
 	return out, err
+}
+
+// decodeSlot decodes and verifies chunk id from its pack v into dst[:0].
+// An empty slot is ErrNotFound; damage wraps ErrCorrupt.
+func (s *Store) decodeSlot(v []byte, id ChunkID, dst []byte) ([]byte, error) {
+	rec, err := packRecord(v, packSlotOf(id))
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, fmt.Errorf("%w: chunk %d", ErrNotFound, id)
+	}
+	return s.codec.decode(rec, dst)
 }
 
 // detach lets background work stop when the store closes.

@@ -7,7 +7,9 @@
 //   - A chunk is ChunkSize raw bytes cut at a fixed, aligned offset of an
 //     image (shorter only at its end). The chunk size is fixed when the
 //     store is created and kept on reopen.
-//   - A chunk id (ChunkID) is a small integer from a sequence. Maps above
+//   - A chunk id (ChunkID) is a small integer: the new chunks of one put
+//     transaction (an import batch) get consecutive ids in one pack, the
+//     Badger value that holds their records together (pack.go). Maps above
 //     the store hold ids, never hashes. ZeroChunk (0) means "all zeros":
 //     it is never stored, never counted and reads as zeros.
 //   - A chunk's identity is the BLAKE3 hash of its raw bytes keyed with a

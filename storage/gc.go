@@ -51,8 +51,10 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 		if len(cands) == 0 {
 			break
 		}
-		if err := s.gcFree(cands, cutoff, &st); err != nil {
-			return st, err
+		for len(cands) > 0 {
+			if cands, err = s.gcFree(cands, cutoff, &st); err != nil {
+				return st, err
+			}
 		}
 		if next == nil {
 			break
@@ -126,15 +128,23 @@ func (s *Store) lockStripes(ids []ChunkID) func() {
 	}
 }
 
+// gcRewriteBudget bounds the pack bytes one GC transaction rewrites (packs
+// that keep live chunks are rewritten without the freed ones): the
+// rewritten values are built in memory and written by one commit.
+const gcRewriteBudget = 8 << 20
+
 // gcFree frees the candidates that still qualify, in one transaction,
-// retried on conflict (each retry re-reads everything).
-func (s *Store) gcFree(cands []gcCand, cutoff int64, st *GCStats) error {
+// retried on conflict (each retry re-reads everything). Candidates it
+// leaves for another transaction, so that one does not rewrite more than
+// gcRewriteBudget of packs, come back in rest.
+func (s *Store) gcFree(cands []gcCand, cutoff int64, st *GCStats) (rest []gcCand, err error) {
 	for attempt := 0; ; attempt++ {
 		var freed, freedBytes, freedRaw int64
-		var doomed []gcDoomed
+		rest = nil
 		err := func() error {
 			tx := s.db.NewTransaction(true)
 			defer tx.Discard()
+			var doomed []gcDoomed
 			for _, c := range cands {
 				zk := zeroKey(c.since, c.id)
 				rr, err := getRef(tx, idKey(nsRef, c.id))
@@ -172,11 +182,39 @@ func (s *Store) gcFree(cands []gcCand, cutoff int64, st *GCStats) error {
 			}
 			unlock := s.lockStripes(ids)
 			defer unlock()
+			free := doomed[:0]
 			for _, d := range doomed {
-				if s.holds.held(d.id) {
-					continue
+				if !s.holds.held(d.id) {
+					free = append(free, d)
 				}
-				for _, k := range [][]byte{idKey(nsChunk, d.id), idKey(nsRef, d.id), hashKey(&d.rr.hash), zeroKey(d.since, d.id)} {
+			}
+			sort.Slice(free, func(i, j int) bool { return free[i].id < free[j].id })
+			rewritten := 0
+			var freeing []gcDoomed
+			for k := 0; k < len(free); {
+				base := packBase(free[k].id)
+				e := k + 1
+				for e < len(free) && packBase(free[e].id) == base {
+					e++
+				}
+				if k > 0 && rewritten >= gcRewriteBudget {
+					for _, d := range free[k:] {
+						rest = append(rest, d.gcCand)
+					}
+					break
+				}
+				n, ok, err := freeSlots(tx, base, free[k:e])
+				if err != nil {
+					return err
+				}
+				if ok {
+					freeing = append(freeing, free[k:e]...)
+				}
+				rewritten += n
+				k = e
+			}
+			for _, d := range freeing {
+				for _, k := range [][]byte{idKey(nsRef, d.id), hashKey(&d.rr.hash), zeroKey(d.since, d.id)} {
 					if err := tx.Delete(k); err != nil {
 						return err
 					}
@@ -193,17 +231,54 @@ func (s *Store) gcFree(cands []gcCand, cutoff int64, st *GCStats) error {
 			s.chunks.Add(-freed)
 			s.storedBytes.Add(-freedBytes)
 			s.rawBytes.Add(-freedRaw)
-			return nil
+			return rest, nil
 		}
 		if errors.Is(err, badger.ErrConflict) && attempt < commitRetries {
 			continue
 		}
 		if errors.Is(err, badger.ErrConflict) {
 			// Busy chunks: leave them for the next collection.
-			return nil
+			return nil, nil
 		}
-		return fmt.Errorf("storage: gc: %w", err)
+		return nil, fmt.Errorf("storage: gc: %w", err)
 	}
+}
+
+// freeSlots empties the slots of the chunks in doomed (all in the pack at
+// base) within tx: the pack is rewritten without them, or deleted when
+// nothing is left in it. It returns the bytes rewritten. A pack already
+// missing is left so (the audit reports its chunks' records as corrupt);
+// a pack whose slot table is damaged cannot be rewritten, so ok is false
+// and its chunks stay queued (and the audit names them).
+func freeSlots(tx *badger.Txn, base ChunkID, doomed []gcDoomed) (n int, ok bool, err error) {
+	key := packKey(base)
+	item, err := tx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, true, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	var drop [packSlots]bool
+	for _, d := range doomed {
+		drop[packSlotOf(d.id)] = true
+	}
+	var out []byte
+	var live bool
+	err = item.Value(func(v []byte) error {
+		var err error
+		out, live, err = packWithout(v, func(slot int) bool { return drop[slot] })
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrCorrupt):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("pack %d: %w", base, err)
+	case !live:
+		return 0, true, tx.Delete(key)
+	}
+	return len(out), true, tx.Set(key, out)
 }
 
 // vlogGC gives freed space back to the file system. Badger rewrites a

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
@@ -49,52 +48,77 @@ func (s *Store) GetEach(ids []ChunkID, dsts [][]byte) (out [][]byte, errs []erro
 
 // getMany is the loop of GetMany and GetEach. A chunk's own failure goes to
 // failed, already wrapped as Get wraps it; failed says whether to go on.
+// Chunks of one pack (a read of consecutive blocks of one import) are
+// decoded from one lookup of the pack.
 func (s *Store) getMany(ids []ChunkID, dsts [][]byte, failed func(i int, err error) bool) ([][]byte, error) {
 	out := make([][]byte, len(ids))
+	done := make([]bool, len(ids))
 	var stop error // a chunk's failure that ends the transaction early
-	err := s.db.View(func(tx *badger.Txn) error {
-		var it *badger.Iterator
-		if runOfIDs(ids) {
-			it = tx.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunk}})
-			defer it.Close()
+	// fail records chunk i's own error; false means stop.
+	fail := func(i int, err error) bool {
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, ErrCorrupt):
+			s.corruptReads.Add(1)
+			err = fmt.Errorf("chunk %d: %w", ids[i], err)
 		}
+		out[i] = nil
+		if !failed(i, err) {
+			stop = err
+			return false
+		}
+		return true
+	}
+	dst := func(i int) []byte {
+		if i < len(dsts) {
+			return dsts[i]
+		}
+		return nil
+	}
+	err := s.db.View(func(tx *badger.Txn) error {
 		for i, id := range ids {
-			var dst []byte
-			if i < len(dsts) {
-				dst = dsts[i]
+			if done[i] {
+				continue
 			}
 			if id == ZeroChunk {
-				out[i] = append(dst[:0], zeroBlock[:s.chunkSize]...)
+				out[i] = append(dst(i)[:0], zeroBlock[:s.chunkSize]...)
 				continue
 			}
-			var item *badger.Item
-			var err error
-			if it != nil {
-				item, err = seekItem(it, idKey(nsChunk, id))
-			} else {
-				item, err = tx.Get(idKey(nsChunk, id))
-			}
-			if err == nil {
-				err = item.Value(func(v []byte) error {
-					var derr error
-					out[i], derr = s.codec.decode(v, dst)
-					return derr
-				})
-			}
-			switch {
-			case err == nil:
+			base := packBase(id)
+			item, err := tx.Get(packKey(base))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				// The whole pack is gone: every chunk asked of it.
+				for j := i; j < len(ids); j++ {
+					if !done[j] && ids[j] != ZeroChunk && packBase(ids[j]) == base {
+						done[j] = true
+						if !fail(j, fmt.Errorf("%w: chunk %d", ErrNotFound, ids[j])) {
+							return nil
+						}
+					}
+				}
 				continue
-			case errors.Is(err, badger.ErrKeyNotFound):
-				err = fmt.Errorf("%w: chunk %d", ErrNotFound, id)
-			case errors.Is(err, ErrCorrupt):
-				s.corruptReads.Add(1)
-				err = fmt.Errorf("chunk %d: %w", id, err)
-			default:
+			}
+			if err != nil {
 				return fmt.Errorf("storage: get chunk %d: %w", id, err)
 			}
-			out[i] = nil
-			if !failed(i, err) {
-				stop = err
+			goOn := true
+			err = item.Value(func(v []byte) error {
+				for j := i; j < len(ids) && goOn; j++ {
+					if done[j] || ids[j] == ZeroChunk || packBase(ids[j]) != base {
+						continue
+					}
+					done[j] = true
+					var derr error
+					if out[j], derr = s.decodeSlot(v, ids[j], dst(j)); derr != nil {
+						goOn = fail(j, derr)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("storage: get chunk %d: %w", id, err)
+			}
+			if !goOn {
 				return nil
 			}
 		}
@@ -107,44 +131,4 @@ func (s *Store) getMany(ids []ChunkID, dsts [][]byte, failed func(i int, err err
 		return nil, stop
 	}
 	return out, nil
-}
-
-// runOfIDs says whether ids are mostly a run of consecutive ids (a read of
-// several chunks of one import): one iterator then finds each after the
-// last with a step, where a get per id would search every level.
-func runOfIDs(ids []ChunkID) bool {
-	if len(ids) < 8 {
-		return false
-	}
-	next := 0
-	for i := 1; i < len(ids); i++ {
-		if ids[i] == ids[i-1]+1 {
-			next++
-		}
-	}
-	return next*2 >= len(ids)
-}
-
-// seekItem positions it at key: a step or two forward when key is just
-// ahead, a seek otherwise. ErrKeyNotFound if key is not there.
-func seekItem(it *badger.Iterator, key []byte) (*badger.Item, error) {
-	for step := 0; ; step++ {
-		if !it.Valid() {
-			it.Seek(key)
-			break
-		}
-		c := bytes.Compare(it.Item().Key(), key)
-		if c == 0 {
-			return it.Item(), nil
-		}
-		if c > 0 || step == 2 {
-			it.Seek(key)
-			break
-		}
-		it.Next()
-	}
-	if it.Valid() && bytes.Equal(it.Item().Key(), key) {
-		return it.Item(), nil
-	}
-	return nil, badger.ErrKeyNotFound
 }

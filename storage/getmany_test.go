@@ -133,7 +133,7 @@ func TestGetEachFailsOnlyTheDamagedChunk(t *testing.T) {
 }
 
 // TestGetEachRunOfIDs reads runs of consecutive ids, the shape a multi-chunk
-// read of imported data has (served by one iterator): forward, over a
+// read of imported data has (one pack lookup for many): forward, over a
 // freed id, with a gap, a missing id, the zero chunk and a step back in the
 // middle, and a damaged chunk. Every chunk matches Get; the missing one is
 // ErrNotFound and the damaged one ErrCorrupt, alone.
@@ -143,28 +143,26 @@ func TestGetEachRunOfIDs(t *testing.T) {
 	cs := s.ChunkSize()
 	l := s.NewLease()
 	defer l.Release()
-	var ids []ChunkID
-	var freed ChunkID // stored between ids[9] and ids[10], then freed by GC
-	for i := range 40 {
+	// One PutMany: the chunks share packs (a pack holds one transaction's
+	// new chunks), the freed one in the middle of one.
+	var raws [][]byte
+	for i := range 41 {
 		raw := textChunk(rng, cs)
 		if i%3 == 0 {
 			raw = randomChunk(rng, cs)
 		}
-		if i == 10 {
-			short := s.NewLease()
-			id, err := s.Put(randomChunk(rng, cs), short)
-			if err != nil {
-				t.Fatal(err)
-			}
-			short.Release()
-			freed = id
-		}
-		id, err := s.Put(raw, l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
+		raws = append(raws, raw)
 	}
+	all, err := s.PutMany(raws, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	freed := all[10] // stored between ids[9] and ids[10], then freed by GC
+	if packBase(freed) != packBase(all[9]) || packBase(freed) != packBase(all[11]) {
+		t.Fatalf("chunks %d, %d, %d are not in one pack", all[9], freed, all[11])
+	}
+	ids := append(append([]ChunkID{}, all[:10]...), all[11:]...)
+	l.Forget([]ChunkID{freed})
 	if _, err := s.GC(context.Background()); err != nil {
 		t.Fatal(err)
 	}

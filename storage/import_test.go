@@ -264,10 +264,10 @@ func TestPutScratchHandsOutDistinctMemory(t *testing.T) {
 	p.reset(1)
 	var keys [][]byte
 	for i := range 20 {
-		keys = append(keys, p.idKey(nsChunk, ChunkID(i+1)))
+		keys = append(keys, p.idKey(nsRef, ChunkID(i+1)))
 	}
 	for i, k := range keys {
-		if want := idKey(nsChunk, ChunkID(i+1)); !bytes.Equal(k, want) {
+		if want := idKey(nsRef, ChunkID(i+1)); !bytes.Equal(k, want) {
 			t.Fatalf("key %d is %x, want %x", i, k, want)
 		}
 	}

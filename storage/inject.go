@@ -18,7 +18,7 @@ func (s *Store) InjectCorruption(id ChunkID, at int) error {
 		return fmt.Errorf("storage: the zero chunk is not stored")
 	}
 	err := s.db.Update(func(tx *badger.Txn) error {
-		k := idKey(nsChunk, id)
+		k := packKey(packBase(id))
 		item, err := tx.Get(k)
 		if err != nil {
 			return err
@@ -27,10 +27,18 @@ func (s *Store) InjectCorruption(id ChunkID, at int) error {
 		if err != nil {
 			return err
 		}
-		if len(v) <= recordHeader {
-			return fmt.Errorf("record of %d bytes", len(v))
+		rec, err := packRecord(v, packSlotOf(id))
+		if err != nil {
+			return err
 		}
-		v[recordHeader+at%(len(v)-recordHeader)] ^= 0x40
+		if rec == nil {
+			return badger.ErrKeyNotFound
+		}
+		if len(rec) <= recordHeader {
+			return fmt.Errorf("record of %d bytes", len(rec))
+		}
+		// rec aliases v: flipping it changes the pack written back.
+		rec[recordHeader+at%(len(rec)-recordHeader)] ^= 0x40
 		return tx.Set(k, v)
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {

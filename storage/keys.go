@@ -12,7 +12,8 @@ const (
 	nsMeta  byte = 'm' // user metadata: 'm' + caller's key
 	nsStore byte = 's' // store settings: 's' + name
 	nsHash  byte = 'h' // dedup index: 'h' + hash -> id
-	nsChunk byte = 'c' // chunk record: 'c' + id -> codec|len|xxhash|payload
+	nsPack  byte = 'p' // chunk bodies: 'p' + pack base id -> records and slot table (pack.go)
+	nsChunk byte = 'c' // format 1 (before packs): 'c' + id -> one record; never written now
 	nsRef   byte = 'r' // reference record: 'r' + id -> refRecord
 	nsZero  byte = 'z' // GC queue: 'z' + zeroSince + id -> nothing
 	nsFlush byte = 'x' // scratch key used to force a memtable flush
@@ -22,6 +23,7 @@ var (
 	keyChunkSize = []byte{nsStore, 'c', 'h', 'u', 'n', 'k'}
 	keySecret    = []byte{nsStore, 's', 'e', 'c', 'r', 'e', 't'}
 	keySequence  = []byte{nsStore, 's', 'e', 'q'}
+	keyFormat    = []byte{nsStore, 'f', 'o', 'r', 'm', 'a', 't'}
 	keyFlush     = []byte{nsFlush}
 )
 

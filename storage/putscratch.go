@@ -22,10 +22,12 @@ type putScratch struct {
 	used    int // entries handed out
 	created map[ChunkID]struct{}
 	exist   []ChunkID
+	packs   []packBuilder // the transaction's packs, buffers kept
+	npacks  int
 }
 
 // putSlabPerChunk is what a new chunk takes from the slab: hash key, id
-// value, chunk and reference keys, reference record.
+// value, pack key (at most one per chunk), reference key, reference record.
 const putSlabPerChunk = 1 + hashSize + 8 + 9 + 9 + refRecordSize
 
 // reset readies the scratch for a transaction of n chunks.
@@ -44,6 +46,21 @@ func (p *putScratch) reset(n int) {
 	}
 	clear(p.created)
 	p.exist = p.exist[:0]
+	p.npacks = 0
+}
+
+// pack returns the transaction's next pack builder, reset, with room for
+// about capacity bytes of records. Its buffer is the one an earlier
+// transaction used, if any: Badger is done with it once that commit
+// returned.
+func (p *putScratch) pack(capacity int) *packBuilder {
+	if p.npacks == len(p.packs) {
+		p.packs = append(p.packs, packBuilder{})
+	}
+	b := &p.packs[p.npacks]
+	p.npacks++
+	b.reset(capacity)
+	return b
 }
 
 // take returns n bytes of the slab. A slab too small (only if the caller

@@ -849,12 +849,34 @@ func TestAuditVerifyFindsMissingAndOrphanBodies(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	const orphan = ChunkID(777777)
+	// ids[1]'s slot loses its record; an orphan record lands in a pack of
+	// its own that no reference record points at.
+	const orphan = ChunkID(777777 << packSlotBits)
 	err := s.db.Update(func(tx *badger.Txn) error {
-		if err := tx.Delete(idKey(nsChunk, ids[1])); err != nil {
+		k := packKey(packBase(ids[1]))
+		item, err := tx.Get(k)
+		if err != nil {
 			return err
 		}
-		return tx.Set(idKey(nsChunk, orphan), s.codec.encode(textChunk(rng, 4096), nil))
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		emptied, live, err := packWithout(v, func(slot int) bool { return slot == packSlotOf(ids[1]) })
+		switch {
+		case err != nil:
+			return err
+		case live:
+			err = tx.Set(k, emptied)
+		default:
+			err = tx.Delete(k)
+		}
+		if err != nil {
+			return err
+		}
+		var b packBuilder
+		b.add(s.codec.encode(textChunk(rng, 4096), nil))
+		return tx.Set(packKey(orphan), b.finish())
 	})
 	if err != nil {
 		t.Fatal(err)
