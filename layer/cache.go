@@ -132,8 +132,8 @@ type chunkRead struct {
 // other miss is decoded straight into dst (or, for part of a chunk, into
 // pooled scratch), allocating nothing.
 func (c *chunkCache) fill(reads []chunkRead, mode admitMode) error {
-	var b fetchBatch
-	b.init()
+	b := batchPool.Get().(*fetchBatch)
+	defer b.release()
 	cs := c.store.ChunkSize()
 	for i := range reads {
 		r := &reads[i]
@@ -172,7 +172,7 @@ func (c *chunkCache) fill(reads []chunkRead, mode admitMode) error {
 	}
 	var err error
 	if len(b.ids) > 0 {
-		err = c.fetch(reads, &b)
+		err = c.fetch(reads, b)
 	}
 	for i := range reads {
 		r := &reads[i]
@@ -193,22 +193,44 @@ func (c *chunkCache) fill(reads []chunkRead, mode admitMode) error {
 
 // fetchBatch is what one fill reads from the store: for each id the buffer
 // it is decoded into and who gets it, a direct read (the index of its
-// chunkRead) or a flight. Requests of up to 16 chunks (64 KiB at 4 KiB
-// chunks) keep it on the stack.
+// chunkRead) or a flight. Batches are pooled: the store keeps its slices
+// for the call, so one on the stack moved to the heap, an allocation of
+// ~800 bytes per read that grew again for every read past 16 chunks.
 type fetchBatch struct {
 	ids     []storage.ChunkID
 	dsts    [][]byte
 	direct  []int     // index into reads, or -1
 	flights []*flight // or the flight to complete
-
-	idBuf     [16]storage.ChunkID
-	dstBuf    [16][]byte
-	directBuf [16]int
-	flightBuf [16]*flight
 }
 
-func (b *fetchBatch) init() {
-	b.ids, b.dsts, b.direct, b.flights = b.idBuf[:0], b.dstBuf[:0], b.directBuf[:0], b.flightBuf[:0]
+var batchPool = sync.Pool{New: func() any { return new(fetchBatch) }}
+
+// release empties b, dropping its references, and pools it.
+func (b *fetchBatch) release() {
+	clear(b.dsts)
+	clear(b.flights)
+	b.ids, b.dsts, b.direct, b.flights = b.ids[:0], b.dsts[:0], b.direct[:0], b.flights[:0]
+	batchPool.Put(b)
+}
+
+// readsPool holds the chunkRead slices of reads that span chunks.
+var readsPool = sync.Pool{New: func() any { return new([]chunkRead) }}
+
+// getReads returns an empty slice of chunk reads with room for n.
+func getReads(n int) *[]chunkRead {
+	rs := readsPool.Get().(*[]chunkRead)
+	if cap(*rs) < n {
+		*rs = make([]chunkRead, 0, n)
+	}
+	return rs
+}
+
+// putReads pools rs (which the caller may have grown), dropping its
+// references.
+func putReads(rs *[]chunkRead) {
+	clear((*rs)[:cap(*rs)])
+	*rs = (*rs)[:0]
+	readsPool.Put(rs)
 }
 
 func (b *fetchBatch) add(id storage.ChunkID, dst []byte, direct int, f *flight) {

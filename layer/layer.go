@@ -107,7 +107,9 @@ func (m *Manager) readMapFor(bm *blockMap, p []byte, off int64, mode admitMode) 
 // readMapMany is readMap for a read that spans chunks.
 func (m *Manager) readMapMany(bm *blockMap, p []byte, off int64, mode admitMode) error {
 	cs := m.chunkSize
-	reads := make([]chunkRead, 0, (int64(len(p))+cs-1)/cs+1)
+	rs := getReads(int((int64(len(p))+cs-1)/cs + 1))
+	defer putReads(rs)
+	reads := *rs
 	for len(p) > 0 {
 		ci := off / cs
 		co := off - ci*cs
