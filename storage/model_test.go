@@ -93,26 +93,36 @@ func TestStoreAgainstModel(t *testing.T) {
 				leases = append(leases, &lease{l: s.NewLease(), ids: map[ChunkID]bool{}})
 			}
 			le := leases[rng.IntN(len(leases))]
-			raw := pool[rng.IntN(len(pool))]
-			id, err := s.Put(raw, le.l)
+			// Half the time several chunks in one PutMany: their new
+			// chunks share a pack, which GC later rewrites piecemeal.
+			raws := [][]byte{pool[rng.IntN(len(pool))]}
+			if rng.IntN(2) == 0 {
+				for range rng.IntN(12) {
+					raws = append(raws, pool[rng.IntN(len(pool))])
+				}
+			}
+			ids, err := s.PutMany(raws, le.l)
 			if err != nil {
 				t.Fatalf("step %d: put: %v", step, err)
 			}
-			c := model[id]
-			if c == nil {
-				for oid, oc := range model {
-					if bytes.Equal(oc.raw, raw) {
-						t.Fatalf("step %d: content of chunk %d stored again as %d", step, oid, id)
+			for i, id := range ids {
+				raw := raws[i]
+				c := model[id]
+				if c == nil {
+					for oid, oc := range model {
+						if bytes.Equal(oc.raw, raw) {
+							t.Fatalf("step %d: content of chunk %d stored again as %d", step, oid, id)
+						}
 					}
+					c = &chunk{raw: raw}
+					model[id] = c
+				} else if !bytes.Equal(c.raw, raw) {
+					t.Fatalf("step %d: id %d reused for other content", step, id)
 				}
-				c = &chunk{raw: raw}
-				model[id] = c
-			} else if !bytes.Equal(c.raw, raw) {
-				t.Fatalf("step %d: id %d reused for other content", step, id)
-			}
-			if !le.ids[id] {
-				le.ids[id] = true
-				c.leases++
+				if !le.ids[id] {
+					le.ids[id] = true
+					c.leases++
+				}
 			}
 		case op < 60: // reference a leased or referenced chunk
 			var cands []ChunkID
