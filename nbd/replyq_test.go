@@ -21,72 +21,99 @@ import (
 // several workers interleave in the queue; every reply must carry exactly
 // the bytes at its offset.
 func TestPipelinedReadsOfMixedSizesArriveIntact(t *testing.T) {
-	const size = 32 << 20
-	m := newMem(size)
-	// Data everywhere but a few holes, so large structured reads get
-	// hole chunks between data chunks.
-	for off := int64(0); off < size; off += 1 << 20 {
-		m.fill(off, pattern(uint64(off), 1<<20-3*memBlock))
-	}
-	want := m.snapshot()
+	m, want := holedDisk()
 	backends := map[string]Backend{"workers": m, "inline": tryMem{m}}
 	ts := startServer(t, backends, nil)
-	sizes := []int{0, 1, 512, 4 << 10, queueRefMin - 1, queueRefMin, 64 << 10, 200 << 10, 1 << 20, 2 << 20}
 	for _, export := range []string{"workers", "inline"} {
 		for _, structured := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/structured=%v", export, structured), func(t *testing.T) {
 				rc := dialRaw(t, "unix", ts.sock)
 				rc.greet(3)
 				rc.goExport(export, structured, false)
-				rng := rand.New(rand.NewPCG(uint64(len(export)), 7))
-				pending := map[uint64][2]uint64{}
-				const n = 160
-				for cookie := uint64(0); cookie < n; cookie++ {
-					l := sizes[rng.IntN(len(sizes))]
-					off := uint64(rng.Int64N(size - int64(l) + 1))
-					if cookie%37 == 5 {
-						off = size // past the end: an error reply
-						l = 4096
-					}
-					pending[cookie] = [2]uint64{off, uint64(l)}
-				}
-				sendErr := make(chan error, 1)
-				go func() {
-					for cookie := uint64(0); cookie < n; cookie++ {
-						r := pending[cookie]
-						rc.queue(0, cmdRead, cookie, r[0], uint32(r[1]), nil)
-					}
-					sendErr <- rc.bw.Flush()
-				}()
-				partial := map[uint64]*reply{}
-				for range n {
-					rp, err := rc.readReply(pending, partial)
-					if err != nil {
-						t.Fatalf("reply: %v", err)
-					}
-					r, ok := pending[rp.cookie]
-					if !ok {
-						t.Fatalf("reply to unknown or repeated cookie %d", rp.cookie)
-					}
-					delete(pending, rp.cookie)
-					if r[0] >= size {
-						if rp.errno == 0 {
-							t.Fatalf("cookie %d: read past the end succeeded", rp.cookie)
-						}
-						continue
-					}
-					if rp.errno != 0 {
-						t.Fatalf("cookie %d: errno %d", rp.cookie, rp.errno)
-					}
-					if !bytes.Equal(rp.data, want[r[0]:r[0]+r[1]]) && !(r[1] == 0 && len(rp.data) == 0) {
-						t.Fatalf("cookie %d: %d bytes at %d differ", rp.cookie, r[1], r[0])
-					}
-				}
-				if err := <-sendErr; err != nil {
-					t.Fatal(err)
-				}
+				pipelineReads(t, rc, want, uint64(len(export)))
 			})
 		}
+	}
+}
+
+// TestPipelinedReadsOverTCPArriveIntact does the same over plain TCP,
+// whose replies also leave by writev.
+func TestPipelinedReadsOverTCPArriveIntact(t *testing.T) {
+	m, want := holedDisk()
+	srv := &Server{Exports: &mapExports{m: map[string]Backend{"d": tryMem{m}}, deny: map[string]bool{}}, AllowInsecureTCP: true}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	defer srv.Close()
+	rc := dialRaw(t, "tcp", l.Addr().String())
+	rc.greet(3)
+	rc.goExport("d", true, false)
+	pipelineReads(t, rc, want, 3)
+}
+
+// holedDisk is 32 MiB of data with a few holes in every MiB, so large
+// structured reads get hole chunks between data chunks; want is its
+// content.
+func holedDisk() (m *memBackend, want []byte) {
+	const size = 32 << 20
+	m = newMem(size)
+	for off := int64(0); off < size; off += 1 << 20 {
+		m.fill(off, pattern(uint64(off), 1<<20-3*memBlock))
+	}
+	return m, m.snapshot()
+}
+
+// pipelineReads sends 160 reads of mixed sizes at once (one in 37 past the
+// end, for an error reply) and checks every reply against want.
+func pipelineReads(t *testing.T, rc *rawClient, want []byte, seed uint64) {
+	size := uint64(len(want))
+	sizes := []int{0, 1, 512, 4 << 10, queueRefMin - 1, queueRefMin, 64 << 10, 200 << 10, 1 << 20, 2 << 20}
+	rng := rand.New(rand.NewPCG(seed, 7))
+	const n = 160
+	reqs := make([][2]uint64, n) // offset and length by cookie
+	pending := map[uint64][2]uint64{}
+	for cookie := range reqs {
+		l := uint64(sizes[rng.IntN(len(sizes))])
+		off := rng.Uint64N(size - l + 1)
+		if cookie%37 == 5 {
+			off, l = size, 4096
+		}
+		reqs[cookie] = [2]uint64{off, l}
+		pending[uint64(cookie)] = reqs[cookie]
+	}
+	sendErr := make(chan error, 1)
+	go func() {
+		for cookie, r := range reqs {
+			rc.queue(0, cmdRead, uint64(cookie), r[0], uint32(r[1]), nil)
+		}
+		sendErr <- rc.bw.Flush()
+	}()
+	partial := map[uint64]*reply{}
+	for range n {
+		rp, err := rc.readReply(pending, partial)
+		if err != nil {
+			t.Fatalf("reply: %v", err)
+		}
+		r, ok := pending[rp.cookie]
+		if !ok {
+			t.Fatalf("reply to unknown or repeated cookie %d", rp.cookie)
+		}
+		delete(pending, rp.cookie)
+		switch {
+		case r[0] >= size:
+			if rp.errno == 0 {
+				t.Fatalf("cookie %d: read past the end succeeded", rp.cookie)
+			}
+		case rp.errno != 0:
+			t.Fatalf("cookie %d: errno %d", rp.cookie, rp.errno)
+		case !bytes.Equal(rp.data, want[r[0]:r[0]+r[1]]) && r[1] > 0:
+			t.Fatalf("cookie %d: %d bytes at %d differ", rp.cookie, r[1], r[0])
+		}
+	}
+	if err := <-sendErr; err != nil {
+		t.Fatal(err)
 	}
 }
 
