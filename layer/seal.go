@@ -361,25 +361,34 @@ func (bm *blockMap) leafOf(li int64) *mapLeaf {
 	return bm.leaves[li]
 }
 
-// mergeChunks merges chunks cis (see mergeChunk) on mergeFanout goroutines
-// per seal worker: a Put commits a store transaction, so a merge waits on
-// the commit about as long as it computes (hash, compress); several in
-// flight keep the cores busy and let the store batch commits.
+// mergeBatch is how many merged chunks one store transaction puts: they
+// share one pack, so they get consecutive ids (2-byte deltas in the leaf
+// maps) and one commit.
+const mergeBatch = 32
+
+// mergeChunks merges chunks cis (see mergeChunk) in batches of mergeBatch
+// on mergeFanout goroutines per seal worker, each batch put with one
+// PutMany: a put commits a store transaction, so a merge waits on the
+// commit about as long as it computes (hash, compress); several batches in
+// flight keep the cores busy.
 func (m *Manager) mergeChunks(pbm *blockMap, ov *overlay, cis []int64, size int64, lease *storage.Lease) ([]storage.ChunkID, error) {
 	ids := make([]storage.ChunkID, len(cis))
-	errs := make([]error, len(cis))
+	batches := ceilDiv(int64(len(cis)), mergeBatch)
+	errs := make([]error, batches)
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for w := 0; w < min(mergeFanout*m.opts.SealWorkers, len(cis)); w++ {
+	for w := int64(0); w < min(int64(mergeFanout*m.opts.SealWorkers), batches); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var bufs [][]byte
 			for {
-				k := int(next.Add(1) - 1)
-				if k >= len(cis) {
+				k := next.Add(1) - 1
+				if k >= batches {
 					return
 				}
-				ids[k], errs[k] = m.mergeChunk(pbm, ov, cis[k], size, lease)
+				lo, hi := k*mergeBatch, min((k+1)*mergeBatch, int64(len(cis)))
+				errs[k] = m.mergeBatch(pbm, ov, cis[lo:hi], ids[lo:hi], size, lease, &bufs)
 			}
 		}()
 	}
@@ -387,20 +396,62 @@ func (m *Manager) mergeChunks(pbm *blockMap, ov *overlay, cis []int64, size int6
 	return ids, errors.Join(errs...)
 }
 
-// mergeChunk returns the id of chunk ci of a layer of size bytes: the base
-// chunk's bytes with the overlay's blocks over them.
-func (m *Manager) mergeChunk(pbm *blockMap, ov *overlay, ci, size int64, lease *storage.Lease) (storage.ChunkID, error) {
+// mergeBatch merges chunks cis into ids (see mergeChunk) and puts the
+// non-zero ones with one PutMany. bufs is the worker's reusable buffers.
+func (m *Manager) mergeBatch(pbm *blockMap, ov *overlay, cis []int64, ids []storage.ChunkID, size int64, lease *storage.Lease, bufs *[][]byte) error {
+	raws := (*bufs)[:0]
+	var at []int // ids index of each raw
+	for i, ci := range cis {
+		// The buffer of the next slot, kept from earlier batches (slots
+		// past len keep theirs) or made once.
+		if len(raws) == cap(raws) {
+			raws = append(raws, nil)[:len(raws)]
+		}
+		slot := raws[:len(raws)+1]
+		if int64(cap(slot[len(raws)])) < m.chunkSize {
+			slot[len(raws)] = make([]byte, m.chunkSize)
+		}
+		raw, err := m.mergeChunk(pbm, ov, ci, size, slot[len(raws)])
+		if err != nil {
+			return err
+		}
+		if raw == nil {
+			ids[i] = storage.ZeroChunk
+			continue
+		}
+		raws = append(raws, raw)
+		at = append(at, i)
+	}
+	*bufs = raws[:0]
+	if len(raws) == 0 {
+		return nil
+	}
+	put, err := m.store.PutMany(raws, lease)
+	if err != nil {
+		return err
+	}
+	for j, i := range at {
+		ids[i] = put[j]
+	}
+	return nil
+}
+
+// mergeChunk returns the bytes of chunk ci of a layer of size bytes, in
+// buf (ChunkSize long): the base chunk's bytes with the overlay's blocks
+// over them; nil when the overlay trimmed or zeroed the whole chunk (no
+// read, no put).
+func (m *Manager) mergeChunk(pbm *blockMap, ov *overlay, ci, size int64, buf []byte) ([]byte, error) {
 	off := ci * m.chunkSize
 	n := min(m.chunkSize, size-off)
 	if ov.zeroCovered(off>>blockShift, ceilDiv(off+n, blockSize)) {
-		return storage.ZeroChunk, nil // trimmed or zeroed whole: no read, no put
+		return nil, nil
 	}
-	buf := make([]byte, n)
+	buf = buf[:n]
 	if err := m.readMap(pbm, buf, off); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if err := ov.readOver(m.store, buf, off, func([]byte, int64) error { return nil }); err != nil {
-		return 0, err
+		return nil, err
 	}
-	return m.store.Put(buf, lease)
+	return buf, nil
 }
