@@ -32,14 +32,20 @@ func buildSyntheticLayer(tb testing.TB, m *Manager, size int64, distinct int) La
 	lease := m.store.NewLease()
 	defer lease.Release()
 	rng := rand.New(rand.NewPCG(9, 9))
-	cids := make([]storage.ChunkID, distinct)
-	for i := range cids {
-		chunk := make([]byte, m.chunkSize)
-		fillRand(rng, chunk)
-		var err error
-		if cids[i], err = m.store.Put(chunk, lease); err != nil {
+	// Put in batches as an import does, so the ids are minted in a row
+	// (a pack's worth per transaction).
+	cids := make([]storage.ChunkID, 0, distinct)
+	for len(cids) < distinct {
+		raws := make([][]byte, min(256, distinct-len(cids)))
+		for i := range raws {
+			raws[i] = make([]byte, m.chunkSize)
+			fillRand(rng, raws[i])
+		}
+		ids, err := m.store.PutMany(raws, lease)
+		if err != nil {
 			tb.Fatal(err)
 		}
+		cids = append(cids, ids...)
 	}
 	nchunks := ceilDiv(size, m.chunkSize)
 	staged := map[int64]uint64{}
