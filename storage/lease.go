@@ -41,7 +41,7 @@ func (l *Lease) Release() {
 	// Queue before dropping the holds, so no moment exists where a chunk
 	// is neither held nor queued. If queueing fails (the store is closing)
 	// the chunks stay fresh and Open queues them.
-	_ = l.s.queueFresh(ids)
+	_ = l.s.queueFresh(l.s.holds.unreferenced(ids))
 	for _, id := range ids {
 		l.s.holds.dec(id)
 	}
@@ -89,7 +89,7 @@ func (l *Lease) dropIDs(ids []ChunkID, queue bool) {
 		return
 	}
 	if queue {
-		_ = l.s.queueFresh(ids)
+		_ = l.s.queueFresh(l.s.holds.unreferenced(ids))
 	}
 	for _, id := range ids {
 		if _, ok := l.ids[id]; ok {
@@ -99,20 +99,30 @@ func (l *Lease) dropIDs(ids []ChunkID, queue bool) {
 	}
 }
 
-// holdSet counts, per chunk, the live leases holding it. It is sharded so
-// that parallel import workers do not serialise on one mutex.
+// holdSet counts, per chunk, the live leases holding it, and remembers
+// which held chunks a committed transaction has referenced. It is sharded
+// so that parallel import workers do not serialise on one mutex.
 type holdSet struct {
 	shards [64]holdShard
 }
 
 type holdShard struct {
 	mu sync.Mutex
-	m  map[ChunkID]int32
+	m  map[ChunkID]holdEntry
+}
+
+// holdEntry is one held chunk: how many leases hold it, and whether its
+// count has left zero since it was put or last queued. Such a chunk needs
+// no queueing when its holds end: it is referenced, or the AddRef that
+// took it back to zero queued it.
+type holdEntry struct {
+	n          int32
+	referenced bool
 }
 
 func (h *holdSet) init() {
 	for i := range h.shards {
-		h.shards[i].m = make(map[ChunkID]int32)
+		h.shards[i].m = make(map[ChunkID]holdEntry)
 	}
 }
 
@@ -123,17 +133,20 @@ func (h *holdSet) shard(id ChunkID) *holdShard {
 func (h *holdSet) inc(id ChunkID) {
 	sh := h.shard(id)
 	sh.mu.Lock()
-	sh.m[id]++
+	e := sh.m[id]
+	e.n++
+	sh.m[id] = e
 	sh.mu.Unlock()
 }
 
 func (h *holdSet) dec(id ChunkID) {
 	sh := h.shard(id)
 	sh.mu.Lock()
-	if sh.m[id] <= 1 {
+	if e := sh.m[id]; e.n <= 1 {
 		delete(sh.m, id)
 	} else {
-		sh.m[id]--
+		e.n--
+		sh.m[id] = e
 	}
 	sh.mu.Unlock()
 }
@@ -142,7 +155,40 @@ func (h *holdSet) held(id ChunkID) bool {
 	sh := h.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.m[id] > 0
+	return sh.m[id].n > 0
+}
+
+// markReferenced records, after its transaction committed, that ids' counts
+// left zero. Only held chunks are marked: the mark lives as long as a
+// hold, which is the only time it is read.
+func (h *holdSet) markReferenced(ids []ChunkID) {
+	for _, id := range ids {
+		sh := h.shard(id)
+		sh.mu.Lock()
+		if e, ok := sh.m[id]; ok {
+			e.referenced = true
+			sh.m[id] = e
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// unreferenced returns the ids not marked referenced: the only ones a
+// lease's end may have to queue (queueFresh reads each one's record, one
+// Badger lookup per chunk, which for an import's chunks, all referenced by
+// then, was pure cost).
+func (h *holdSet) unreferenced(ids []ChunkID) []ChunkID {
+	var out []ChunkID
+	for _, id := range ids {
+		sh := h.shard(id)
+		sh.mu.Lock()
+		e := sh.m[id]
+		sh.mu.Unlock()
+		if !e.referenced {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // queueFresh puts the chunks among ids that are still fresh (count 0,

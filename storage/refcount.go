@@ -45,6 +45,9 @@ func (t *Txn) AddRef(id ChunkID, delta int64) error {
 		}
 		t.writes++
 	}
+	if rr.count == 0 && n > 0 {
+		t.referenced = append(t.referenced, id)
+	}
 	rr.count = n
 	t.writes++
 	if err := t.tx.Set(rk, rr.marshal()); err != nil {

@@ -15,6 +15,9 @@ type Txn struct {
 	s      *Store
 	tx     *badger.Txn
 	refRaw int64   // ReferencedRaw change, applied to Stats on commit
+	// referenced: chunks whose count this transaction raises from zero,
+	// marked in the hold set on commit (see holdSet.markReferenced).
+	referenced []ChunkID
 	writes int     // entries staged so far, for Writes
 	vlog   uintptr // estimated bytes SetRef sends to the value log
 	// deletes: the transaction deletes a caller key, so its commit must
@@ -53,6 +56,7 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		t.tx.Discard()
 		if err == nil {
 			s.referencedRaw.Add(t.refRaw)
+			s.holds.markReferenced(t.referenced)
 			s.prefaultVlog(t.vlog)
 			return nil
 		}
