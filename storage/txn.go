@@ -14,12 +14,12 @@ import (
 type Txn struct {
 	s      *Store
 	tx     *badger.Txn
-	refRaw int64   // ReferencedRaw change, applied to Stats on commit
+	refRaw int64 // ReferencedRaw change, applied to Stats on commit
 	// referenced: chunks whose count this transaction raises from zero,
 	// marked in the hold set on commit (see holdSet.markReferenced).
 	referenced []ChunkID
-	writes int     // entries staged so far, for Writes
-	vlog   uintptr // estimated bytes SetRef sends to the value log
+	writes     int     // entries staged so far, for Writes
+	vlog       uintptr // estimated bytes SetRef sends to the value log
 	// deletes: the transaction deletes a caller key, so its commit must
 	// not land while value-log GC rewrites files (see vlogGC).
 	deletes bool
