@@ -121,6 +121,7 @@ const (
 	madvPopulateWrite = 23 // MADV_POPULATE_WRITE, Linux 5.14
 	madvPageout       = 21 // MADV_PAGEOUT, Linux 5.4
 	madvHugepage      = 14 // MADV_HUGEPAGE
+	madvNoHugepage    = 15 // MADV_NOHUGEPAGE
 
 	syncRangeWaitBefore = 1 // SYNC_FILE_RANGE_WAIT_BEFORE
 	syncRangeWrite      = 2 // SYNC_FILE_RANGE_WRITE
@@ -303,7 +304,11 @@ func isZeros(b []byte) bool {
 }
 
 // finish drops what is left of a file the writer has left, wherever
-// Badger maps it now (it truncates and remaps a file it leaves).
+// Badger maps it now (it truncates and remaps a file it leaves, and the
+// mapping keeps its advice), and takes back the advice for 2 MiB folios:
+// from now on the file is only read, at random, and a read fault in a
+// mapping so advised reads two 2 MiB folios whatever the readahead
+// history, where a plain one gives up reading around after many misses.
 func (f *vlogFile) finish(maps []byte) {
 	m, ok := mappingOf(maps, f.path)
 	if !ok {
@@ -311,6 +316,7 @@ func (f *vlogFile) finish(maps []byte) {
 	}
 	f.start, f.length = m.start, m.length
 	f.dropTo(f.length, true)
+	madvise(f.start, f.length, madvNoHugepage)
 }
 
 // adviseHuge asks for the mapping to be backed by 2 MiB page-cache

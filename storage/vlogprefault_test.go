@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"unsafe"
@@ -88,6 +89,12 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 		if pct := residentPercent(t, p.dir, fid); pct > 10 {
 			t.Errorf("value-log file %d, which the writer left, is %d%% in memory", fid, pct)
 		}
+		if fl := vmFlags(t, p.dir, fid); !fl["nh"] || fl["hg"] {
+			t.Errorf("value-log file %d, which the writer left, still advised for 2 MiB folios: %v", fid, fl)
+		}
+	}
+	if fl := vmFlags(t, p.dir, p.cur.fid); !fl["hg"] {
+		t.Errorf("the writer's value-log file not advised for 2 MiB folios: %v", fl)
 	}
 	check := func(s *Store, when string) {
 		err := s.View(func(tx *Txn) error {
@@ -139,6 +146,33 @@ func residentPercent(t *testing.T, dir string, fid int) int {
 		in += int(v & 1)
 	}
 	return in * 100 / len(vec)
+}
+
+// vmFlags are the VmFlags of value-log file fid's writable mapping in
+// /proc/self/smaps.
+func vmFlags(t *testing.T, dir string, fid int) map[string]bool {
+	t.Helper()
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(dir, fmt.Sprintf("%06d.vlog", fid))
+	in := false
+	for line := range bytes.Lines(smaps) {
+		fields := strings.Fields(string(line))
+		switch {
+		case len(fields) >= 6 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":"):
+			in = fields[len(fields)-1] == name && strings.HasPrefix(fields[1], "rw")
+		case in && len(fields) > 0 && fields[0] == "VmFlags:":
+			fl := map[string]bool{}
+			for _, f := range fields[1:] {
+				fl[f] = true
+			}
+			return fl
+		}
+	}
+	t.Fatalf("value-log file %d not mapped", fid)
+	return nil
 }
 
 // TestVlogEntryBytesIsBadgers: the estimate of the write offset adds up
