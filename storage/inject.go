@@ -18,12 +18,7 @@ func (s *Store) InjectCorruption(id ChunkID, at int) error {
 		return fmt.Errorf("storage: the zero chunk is not stored")
 	}
 	err := s.db.Update(func(tx *badger.Txn) error {
-		k := packKey(packBase(id))
-		item, err := tx.Get(k)
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
+		v, err := packCopy(tx, packBase(id))
 		if err != nil {
 			return err
 		}
@@ -39,7 +34,7 @@ func (s *Store) InjectCorruption(id ChunkID, at int) error {
 		}
 		// rec aliases v: flipping it changes the pack written back.
 		rec[recordHeader+at%(len(rec)-recordHeader)] ^= 0x40
-		return tx.Set(k, v)
+		return tx.Set(packKey(packBase(id)), v)
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return fmt.Errorf("%w: chunk %d", ErrNotFound, id)

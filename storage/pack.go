@@ -3,6 +3,8 @@ package storage
 import (
 	"encoding/binary"
 	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // Chunk bodies live in packs: the records of the chunks that one put
@@ -185,4 +187,14 @@ func packWithout(v []byte, drop func(slot int) bool) (out []byte, live bool, err
 		return nil, false, nil
 	}
 	return b.finish(), true, nil
+}
+
+// packCopy reads the pack at base in tx into a buffer of its own (one that
+// outlives the transaction and may be changed and written back).
+func packCopy(tx *badger.Txn, base ChunkID) ([]byte, error) {
+	item, err := tx.Get(packKey(base))
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
 }

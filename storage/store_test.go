@@ -854,11 +854,7 @@ func TestAuditVerifyFindsMissingAndOrphanBodies(t *testing.T) {
 	const orphan = ChunkID(777777 << packSlotBits)
 	err := s.db.Update(func(tx *badger.Txn) error {
 		k := packKey(packBase(ids[1]))
-		item, err := tx.Get(k)
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
+		v, err := packCopy(tx, packBase(ids[1]))
 		if err != nil {
 			return err
 		}
