@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
@@ -27,9 +28,21 @@ const (
 // per-call states sized by their concurrency, so nothing is allocated per
 // chunk once warm.
 type codec struct {
-	enc *zstd.Encoder
-	dec *zstd.Decoder
+	enc     *zstd.Encoder
+	dec     *zstd.Decoder
+	scratch sync.Pool // *[]byte of MaxChunkSize + decodeSlack
 }
+
+// decodeSlack is the spare room the zstd decoder needs past a frame's end
+// to take its fast path: with 16 bytes of slack its assembly copies
+// literals and matches in 16-byte blocks, which may overrun into the slack;
+// without it, it uses bounds-exact copies. Measured on 4 KiB frames of the
+// benchmark's text (klauspost/compress v1.20.3, one core): 6.1 us a frame
+// exact, 3.8 us with slack. Callers hand decode buffers of exactly a chunk
+// (the rest of a reader's buffer may be live data), so frames are decoded
+// into a pooled scratch buffer with slack and copied out: 4 KiB of copy for
+// 2.3 us of decoding.
+const decodeSlack = 64
 
 func newCodec(level, workers int) (*codec, error) {
 	n := max(workers, runtime.GOMAXPROCS(0))
@@ -58,7 +71,9 @@ func newCodec(level, workers int) (*codec, error) {
 		enc.Close()
 		return nil, err
 	}
-	return &codec{enc: enc, dec: dec}, nil
+	c := &codec{enc: enc, dec: dec}
+	c.scratch.New = func() any { b := make([]byte, 0, MaxChunkSize+decodeSlack); return &b }
+	return c, nil
 }
 
 // zstdLevel maps Options.CompressionLevel to the encoder's settings:
@@ -126,8 +141,13 @@ func (c *codec) decode(rec, dst []byte) ([]byte, error) {
 	case codecRaw:
 		out = append(dst[:0], payload...)
 	case codecZstd:
-		var err error
-		out, err = c.dec.DecodeAll(payload, dst[:0])
+		// Decoded into scratch with slack, then copied: see decodeSlack.
+		sp := c.scratch.Get().(*[]byte)
+		raw, err := c.dec.DecodeAll(payload, (*sp)[:0])
+		if err == nil {
+			out = append(dst[:0], raw...)
+		}
+		c.scratch.Put(sp)
 		if err != nil {
 			return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
 		}
