@@ -9,22 +9,20 @@ import (
 // the leaf's release will uncount it. Staged pages of unfinished builds are
 // included, since their references are counted too.
 func (m *Manager) Refs() storage.RefSource {
-	return func(yield func(storage.ChunkID) error) error {
+	return func(tx *storage.Txn, yield func(storage.ChunkID) error) error {
 		ids := make([]uint64, fanout)
-		return m.store.View(func(tx *storage.Txn) error {
-			return tx.Iterate(pfxLeaf, func(_, v []byte) error {
-				if err := decodeIDs(v, ids); err != nil {
-					return err
-				}
-				for _, id := range ids {
-					if id != 0 {
-						if err := yield(storage.ChunkID(id)); err != nil {
-							return err
-						}
+		return tx.Iterate(pfxLeaf, func(_, v []byte) error {
+			if err := decodeIDs(v, ids); err != nil {
+				return err
+			}
+			for _, id := range ids {
+				if id != 0 {
+					if err := yield(storage.ChunkID(id)); err != nil {
+						return err
 					}
 				}
-				return nil
-			})
+			}
+			return nil
 		})
 	}
 }

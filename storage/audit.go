@@ -10,8 +10,9 @@ import (
 )
 
 // RefSource walks every chunk reference held by the maps above the store,
-// calling yield once per reference. The audit uses it to rebuild counts.
-type RefSource func(yield func(ChunkID) error) error
+// as tx sees them, calling yield once per reference. The audit uses it to
+// rebuild counts, reading the stored counts in the same transaction.
+type RefSource func(tx *Txn, yield func(ChunkID) error) error
 
 // AuditReport compares stored counts with counts rebuilt from the maps.
 type AuditReport struct {
@@ -33,24 +34,26 @@ func (r AuditReport) Clean() bool {
 // The rebuilt counts are held in a map of id -> count (about 40 bytes per
 // distinct referenced chunk: 400 MB for ten million chunks); the stored
 // records and chunk bodies are streamed. The walk of refs and the read of
-// the stored counts are not one snapshot, so run the audit on a quiet store
-// (no imports, deletes or seals in flight) or expect in-flight changes to
-// show up as differences.
+// the stored counts are one snapshot, so changes that commit maps and
+// counts together never show up as differences, however busy the store.
 func (s *Store) Audit(ctx context.Context, refs RefSource, verify bool) (AuditReport, error) {
 	var rep AuditReport
 	want := make(map[ChunkID]int64)
-	if refs != nil {
-		err := refs(func(id ChunkID) error {
-			if id != ZeroChunk {
-				want[id]++
-			}
-			return ctx.Err()
-		})
-		if err != nil {
-			return rep, fmt.Errorf("storage: audit: walking references: %w", err)
-		}
-	}
+	// One snapshot for the maps and the counts: a release that drops a map
+	// and its counts in one transaction (the layer's reaper, say) is
+	// either wholly before it or wholly after.
 	err := s.db.View(func(tx *badger.Txn) error {
+		if refs != nil {
+			err := refs(&Txn{s: s, tx: tx}, func(id ChunkID) error {
+				if id != ZeroChunk {
+					want[id]++
+				}
+				return ctx.Err()
+			})
+			if err != nil {
+				return fmt.Errorf("walking references: %w", err)
+			}
+		}
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = []byte{nsRef}
 		it := tx.NewIterator(opts)

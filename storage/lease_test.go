@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -57,5 +58,99 @@ func TestHoldMarksReferenced(t *testing.T) {
 	}
 	if _, err := s.Get(kept, nil); err != nil {
 		t.Fatalf("the referenced chunk: %v", err)
+	}
+}
+
+// TestAuditIsOneSnapshot audits again and again while another goroutine
+// adds and drops "maps" (caller keys listing chunk ids) with their counts,
+// each in one transaction: the audit reads maps and counts in one
+// snapshot, so it never reports a difference. (Reading them in two, as it
+// once did, reported references that a release had just dropped.)
+func TestAuditIsOneSnapshot(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(71, 72))
+	l := s.NewLease()
+	defer l.Release()
+	var raws [][]byte
+	for range 64 {
+		raws = append(raws, textChunk(rng, 4096))
+	}
+	ids, err := s.PutMany(raws, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := func(tx *Txn, yield func(ChunkID) error) error {
+		return tx.Iterate([]byte("map/"), func(_, v []byte) error {
+			for _, b := range v {
+				if err := yield(ids[b]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		r := rand.New(rand.NewPCG(73, 74))
+		type stored struct {
+			key  []byte
+			refs []byte // indexes into ids
+		}
+		var live []stored
+		for seq := 0; ; seq++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			// Add a map and count its references, or drop the oldest and
+			// uncount them: either is one transaction.
+			drop := len(live) > 4
+			next := stored{key: []byte(fmt.Sprintf("map/%08d", seq)), refs: make([]byte, 32)}
+			for i := range next.refs {
+				next.refs[i] = byte(r.IntN(len(ids)))
+			}
+			err := s.Update(func(tx *Txn) error {
+				m, d := next, int64(1)
+				if drop {
+					m, d = live[0], -1
+				}
+				for _, b := range m.refs {
+					if err := tx.AddRef(ids[b], d); err != nil {
+						return err
+					}
+				}
+				if drop {
+					return tx.Delete(m.key)
+				}
+				return tx.Set(m.key, m.refs)
+			})
+			if err != nil {
+				done <- err
+				return
+			}
+			if drop {
+				live = live[1:]
+			} else {
+				live = append(live, next)
+			}
+		}
+	}()
+	for range 200 {
+		rep, err := s.Audit(context.Background(), refs, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.Clean() {
+			close(stop)
+			<-done
+			t.Fatalf("audit during releases: %+v", rep)
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -214,7 +214,7 @@ func TestStoreAgainstModel(t *testing.T) {
 			t.Fatalf("step %d: stats %+v, model %d chunks raw %d referenced %d", step, st, len(model), raw, refRaw)
 		}
 	}
-	rep, err := s.Audit(ctx, func(yield func(ChunkID) error) error {
+	rep, err := s.Audit(ctx, func(_ *Txn, yield func(ChunkID) error) error {
 		for id, c := range model {
 			for range c.refs {
 				if err := yield(id); err != nil {

@@ -290,7 +290,7 @@ func TestAddRefErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := s.Audit(context.Background(), func(yield func(ChunkID) error) error {
+	rep, err := s.Audit(context.Background(), func(_ *Txn, yield func(ChunkID) error) error {
 		yield(id)
 		return yield(id)
 	}, true)
@@ -410,7 +410,7 @@ func TestAuditFindsLeakedMissingDangling(t *testing.T) {
 	// The maps: ids[0] once (clean), ids[1] never (leaked), ids[2] twice
 	// (missing), and an id the store never had (dangling). ids[3] once.
 	const ghost = ChunkID(999999)
-	refs := func(yield func(ChunkID) error) error {
+	refs := func(_ *Txn, yield func(ChunkID) error) error {
 		for _, id := range []ChunkID{ids[0], ids[2], ids[2], ghost, ids[3], ZeroChunk} {
 			if err := yield(id); err != nil {
 				return err
@@ -493,7 +493,7 @@ func TestDeleteEverythingGCFreesAllAndDiskShrinks(t *testing.T) {
 	if stats.DiskBytes >= diskBefore {
 		t.Fatalf("disk bytes %d after GC, %d before", stats.DiskBytes, diskBefore)
 	}
-	rep, err := s.Audit(ctx, func(func(ChunkID) error) error { return nil }, true)
+	rep, err := s.Audit(ctx, func(*Txn, func(ChunkID) error) error { return nil }, true)
 	if err != nil || !rep.Clean() || rep.Chunks != 0 {
 		t.Fatalf("audit after delete-all: %+v %v", rep, err)
 	}
@@ -662,7 +662,7 @@ func TestGCRacingAddRefNeverFreesReferenced(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	rep, err := s.Audit(context.Background(), func(yield func(ChunkID) error) error {
+	rep, err := s.Audit(context.Background(), func(_ *Txn, yield func(ChunkID) error) error {
 		for id, n := range refs {
 			for range n {
 				if err := yield(id); err != nil {
