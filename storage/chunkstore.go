@@ -614,7 +614,10 @@ func (s *Store) Get(id ChunkID, dst []byte) ([]byte, error) {
 			return fmt.Errorf("storage: get chunk %d: %w", id, err)
 		}
 		return item.Value(func(v []byte) error {
-			out, err = s.decodeSlot(v, id, dst)
+			p, err := openPack(v)
+			if err == nil {
+				out, err = s.decodeSlot(p, id, dst)
+			}
 			return err
 		})
 	})
@@ -625,10 +628,10 @@ func (s *Store) Get(id ChunkID, dst []byte) ([]byte, error) {
 	return out, err
 }
 
-// decodeSlot decodes and verifies chunk id from its pack v into dst[:0].
+// decodeSlot decodes and verifies chunk id from its pack p into dst[:0].
 // An empty slot is ErrNotFound; damage wraps ErrCorrupt.
-func (s *Store) decodeSlot(v []byte, id ChunkID, dst []byte) ([]byte, error) {
-	rec, err := packRecord(v, packSlotOf(id))
+func (s *Store) decodeSlot(p packView, id ChunkID, dst []byte) ([]byte, error) {
+	rec, err := p.record(packSlotOf(id))
 	if err != nil {
 		return nil, err
 	}

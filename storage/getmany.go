@@ -103,13 +103,19 @@ func (s *Store) getMany(ids []ChunkID, dsts [][]byte, failed func(i int, err err
 			}
 			goOn := true
 			err = item.Value(func(v []byte) error {
+				// The trailer is checked once for all the pack's chunks;
+				// a damaged one fails each of them.
+				p, perr := openPack(v)
 				for j := i; j < len(ids) && goOn; j++ {
 					if done[j] || ids[j] == ZeroChunk || packBase(ids[j]) != base {
 						continue
 					}
 					done[j] = true
-					var derr error
-					if out[j], derr = s.decodeSlot(v, ids[j], dst(j)); derr != nil {
+					derr := perr
+					if derr == nil {
+						out[j], derr = s.decodeSlot(p, ids[j], dst(j))
+					}
+					if derr != nil {
 						goOn = fail(j, derr)
 					}
 				}

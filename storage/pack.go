@@ -55,61 +55,71 @@ func packKey(base ChunkID) []byte { return idKey(nsPack, base) }
 // slotsPerPack is how many chunks of size chunkSize one pack takes.
 func slotsPerPack(chunkSize int) int { return min(packSlots, max(1, packMaxRaw/chunkSize)) }
 
-// packTable checks v's trailer and returns its slot count and the start
-// of its slot table.
-func packTable(v []byte) (n, table int, err error) {
-	if len(v) < packTrailer {
-		return 0, 0, fmt.Errorf("%w: pack of %d bytes", ErrCorrupt, len(v))
-	}
-	if v[len(v)-1] != packVersion {
-		return 0, 0, fmt.Errorf("%w: pack version %d", ErrCorrupt, v[len(v)-1])
-	}
-	n = int(binary.LittleEndian.Uint16(v[len(v)-3:]))
-	table = len(v) - packTrailer - 4*n
-	if n > packSlots || table < 0 {
-		return 0, 0, fmt.Errorf("%w: pack of %d bytes with %d slots", ErrCorrupt, len(v), n)
-	}
-	return n, table, nil
+// packView is a pack whose trailer has been checked once: its slot count
+// and where its slot table starts.
+type packView struct {
+	v        []byte
+	n, table int
 }
 
-// packEnd is the end offset of slot i of a pack whose table starts at table.
-func packEnd(v []byte, table, i int) int {
+// openPack checks v's trailer; a damaged one is ErrCorrupt.
+func openPack(v []byte) (packView, error) {
+	if len(v) < packTrailer {
+		return packView{}, fmt.Errorf("%w: pack of %d bytes", ErrCorrupt, len(v))
+	}
+	if v[len(v)-1] != packVersion {
+		return packView{}, fmt.Errorf("%w: pack version %d", ErrCorrupt, v[len(v)-1])
+	}
+	n := int(binary.LittleEndian.Uint16(v[len(v)-3:]))
+	table := len(v) - packTrailer - 4*n
+	if n > packSlots || table < 0 {
+		return packView{}, fmt.Errorf("%w: pack of %d bytes with %d slots", ErrCorrupt, len(v), n)
+	}
+	return packView{v: v, n: n, table: table}, nil
+}
+
+// end is the end offset of slot i (0 before slot 0).
+func (p packView) end(i int) int {
 	if i < 0 {
 		return 0
 	}
-	return int(binary.LittleEndian.Uint32(v[table+4*i:]))
+	return int(binary.LittleEndian.Uint32(p.v[p.table+4*i:]))
 }
 
-// packRecord returns the record in slot of pack v: nil (and no error) for
-// an empty slot or one past the pack's last, ErrCorrupt if the table is
-// damaged.
-func packRecord(v []byte, slot int) ([]byte, error) {
-	n, table, err := packTable(v)
-	if err != nil {
-		return nil, err
-	}
-	if slot >= n {
+// record returns the record in slot: nil (and no error) for an empty slot
+// or one past the pack's last, ErrCorrupt if its table entry is damaged.
+func (p packView) record(slot int) ([]byte, error) {
+	if slot >= p.n {
 		return nil, nil
 	}
-	start, end := packEnd(v, table, slot-1), packEnd(v, table, slot)
-	if start > end || end > table {
-		return nil, fmt.Errorf("%w: pack slot %d at [%d, %d) of %d", ErrCorrupt, slot, start, end, table)
+	start, end := p.end(slot-1), p.end(slot)
+	if start > end || end > p.table {
+		return nil, fmt.Errorf("%w: pack slot %d at [%d, %d) of %d", ErrCorrupt, slot, start, end, p.table)
 	}
 	if start == end {
 		return nil, nil
 	}
-	return v[start:end], nil
+	return p.v[start:end], nil
 }
 
-// eachPackRecord calls fn with each non-empty slot of pack v and its record, in
-// slot order.
+// packRecord is openPack(v).record(slot), for a single lookup.
+func packRecord(v []byte, slot int) ([]byte, error) {
+	p, err := openPack(v)
+	if err != nil {
+		return nil, err
+	}
+	return p.record(slot)
+}
+
+// eachPackRecord calls fn with each non-empty slot of pack v and its
+// record, in slot order.
 func eachPackRecord(v []byte, fn func(slot int, rec []byte) error) error {
-	n, _, err := packTable(v)
+	p, err := openPack(v)
 	if err != nil {
 		return err
 	}
-	for i := range n {
-		rec, err := packRecord(v, i)
+	for i := range p.n {
+		rec, err := p.record(i)
 		if err != nil {
 			return err
 		}
@@ -163,15 +173,15 @@ func (b *packBuilder) finish() []byte {
 // a new buffer, and whether any slot still holds a record. Trailing empty
 // slots are trimmed.
 func packWithout(v []byte, drop func(slot int) bool) (out []byte, live bool, err error) {
-	n, _, err := packTable(v)
+	p, err := openPack(v)
 	if err != nil {
 		return nil, false, err
 	}
 	var b packBuilder
 	b.reset(len(v))
 	last := -1
-	for i := range n {
-		rec, err := packRecord(v, i)
+	for i := range p.n {
+		rec, err := p.record(i)
 		if err != nil {
 			return nil, false, err
 		}

@@ -209,3 +209,48 @@ func TestOpenRefusesFormat1Store(t *testing.T) {
 		t.Fatalf("Open of a format-1 store: %v, want ErrFormat", err)
 	}
 }
+
+// TestDamagedPackFailsEachOfItsChunks: a pack whose trailer is damaged
+// fails every chunk asked of it with ErrCorrupt, alone: a chunk of another
+// pack in the same request still reads.
+func TestDamagedPackFailsEachOfItsChunks(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(45, 46))
+	l := s.NewLease()
+	defer l.Release()
+	ids, err := s.PutMany([][]byte{textChunk(rng, 4096), textChunk(rng, 4096)}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := textChunk(rng, 4096)
+	oid, err := s.Put(other, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if packBase(ids[0]) != packBase(ids[1]) || packBase(oid) == packBase(ids[0]) {
+		t.Fatalf("ids %v and %d: want the first two in one pack, the third apart", ids, oid)
+	}
+	err = s.db.Update(func(tx *badger.Txn) error {
+		v, err := packCopy(tx, packBase(ids[0]))
+		if err != nil {
+			return err
+		}
+		v[len(v)-1] = packVersion + 1
+		return tx.Set(packKey(packBase(ids[0])), v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, errs, err := s.GetEach([]ChunkID{ids[0], oid, ids[1]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 2} {
+		if !errors.Is(errs[i], ErrCorrupt) || got[i] != nil {
+			t.Fatalf("#%d of the damaged pack: %v", i, errs[i])
+		}
+	}
+	if errs[1] != nil || !bytes.Equal(got[1], other) {
+		t.Fatalf("the chunk of the sound pack: %v", errs[1])
+	}
+}
