@@ -5,7 +5,7 @@ DATA     ?= $(CURDIR)/var
 # Debian's python3 first: libnbd's Python module (nbdsh) loads only there.
 export PATH := /usr/bin:/usr/sbin:/sbin:$(PATH)
 
-.PHONY: all build test test-deps bench bench-nbd run lint fuzz clean
+.PHONY: all build test test-deps bench bench-osimage bench-nbd run lint fuzz clean
 
 all: build
 
@@ -31,8 +31,12 @@ fuzz:
 
 ## bench: Go benchmarks of the data path.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./storage/ ./layer/...
+	$(GO) test -run '^$$' -bench . -skip OSImage -benchmem ./storage/ ./layer/...
 	$(GO) test -run '^$$' -bench QD -benchmem ./nbd/
+
+## bench-osimage: import an ext4 image of this machine's OS files (about 4 minutes).
+bench-osimage:
+	$(GO) test -run '^$$' -bench BenchmarkImportOSImage -benchtime 3x -timeout 30m ./storage/
 
 ## bench-nbd: strata vs qemu-nbd over NBD, same run (issue 3);
 ## ARGS="--size 256M --runtime 3s" for a quick run.
