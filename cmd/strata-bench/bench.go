@@ -77,6 +77,11 @@ type sample struct {
 	// MB for MB/s figures. CPU/Work compares the servers' efficiency
 	// even when the machine is shared and throughput is noise.
 	Work float64 `json:"work"`
+	// ClientCPU is the client tool's (fio's or nbdcopy's) CPU seconds,
+	// from its rusage when it exited; Wall is how long it ran. With CPU
+	// they say how much of the machine the phase used.
+	ClientCPU float64 `json:"client_cpu_seconds"`
+	Wall      float64 `json:"wall_seconds"`
 	// DiskReadMB is what the server read from the disk (page-cache
 	// misses, through read calls or mmap): how cold the phase really was,
 	// and how many bytes each server needs for the same data.
@@ -145,7 +150,7 @@ func writeFile(path string, size int64, seed uint64, holes bool) ([]Extent, erro
 // qcow2Overlay makes a fresh qcow2 overlay over the raw data set.
 func (b *bench) qcow2Overlay(ctx context.Context, path string) error {
 	_ = os.Remove(path)
-	_, err := b.procs.run(ctx, time.Minute, "qemu-img", "create", "-q", "-f", "qcow2", "-b", b.raw, "-F", "raw", path)
+	_, _, err := b.procs.run(ctx, time.Minute, "qemu-img", "create", "-q", "-f", "qcow2", "-b", b.raw, "-F", "raw", path)
 	return err
 }
 
@@ -225,7 +230,7 @@ func nbdURI(sock string) string { return "nbd+unix:///" + exportName + "?socket=
 // source file read into the page cache before that phase, then a short
 // pause.
 func (b *bench) settle(ctx context.Context, ph phase) error {
-	if _, err := b.procs.run(ctx, 5*time.Minute, "sync"); err != nil {
+	if _, _, err := b.procs.run(ctx, 5*time.Minute, "sync"); err != nil {
 		return err
 	}
 	if !ph.Write && b.dropCaches {
@@ -292,36 +297,8 @@ func (b *bench) measure(ctx context.Context, name string, ph phase, round int) (
 		return smp, err
 	}
 	tag := fmt.Sprintf("%s-%s-r%d", name, ph.Name, round+1)
-	switch ph.kind {
-	case kindFio:
-		r, err := b.runFio(ctx, ph.fio, s.uri, tag)
-		if err != nil {
-			return smp, err
-		}
-		switch {
-		case ph.Unit == "IOPS" && ph.Write:
-			smp.Value, smp.Work = r.WriteIOPS, float64(r.WriteIOs)
-		case ph.Unit == "IOPS":
-			smp.Value, smp.Work = r.ReadIOPS, float64(r.ReadIOs)
-		case ph.Write:
-			smp.Value, smp.Work = r.WriteBW/1e6, float64(r.WriteBytes)/1e6
-		default:
-			smp.Value, smp.Work = r.ReadBW/1e6, float64(r.ReadBytes)/1e6
-		}
-	case kindCopyOut:
-		t := time.Now()
-		if _, err := b.procs.run(ctx, 10*time.Minute, "nbdcopy", s.uri, "null:"); err != nil {
-			return smp, err
-		}
-		smp.Work = float64(b.size) / 1e6
-		smp.Value = smp.Work / time.Since(t).Seconds()
-	case kindCopyInto:
-		t := time.Now()
-		if _, err := b.procs.run(ctx, 10*time.Minute, "nbdcopy", "--flush", b.seqSrc, s.uri); err != nil {
-			return smp, err
-		}
-		smp.Work = float64(b.seqSize) / 1e6
-		smp.Value = smp.Work / time.Since(t).Seconds()
+	if smp, err = b.runClient(ctx, ph, s.uri, tag); err != nil {
+		return smp, err
 	}
 	st1, err := readProcStat(pid)
 	if err != nil {
@@ -334,6 +311,44 @@ func (b *bench) measure(ctx context.Context, name string, ph phase, round int) (
 		return smp, fmt.Errorf("stopping %s after %s: %w", name, ph.Name, err)
 	}
 	return smp, nil
+}
+
+// runClient runs the phase's client tool against uri and returns the
+// figure, the work done, the tool's CPU seconds and the wall seconds it
+// ran.
+func (b *bench) runClient(ctx context.Context, ph phase, uri, tag string) (smp sample, err error) {
+	t := time.Now()
+	switch ph.kind {
+	case kindFio:
+		var r fioResult
+		r, smp.ClientCPU, err = b.runFio(ctx, ph.fio, uri, tag)
+		smp.Value, smp.Work = fioFigure(ph, r)
+	case kindCopyOut:
+		_, smp.ClientCPU, err = b.procs.run(ctx, 10*time.Minute, "nbdcopy", uri, "null:")
+		smp.Work = float64(b.size) / 1e6
+	case kindCopyInto:
+		_, smp.ClientCPU, err = b.procs.run(ctx, 10*time.Minute, "nbdcopy", "--flush", b.seqSrc, uri)
+		smp.Work = float64(b.seqSize) / 1e6
+	}
+	smp.Wall = time.Since(t).Seconds()
+	if ph.kind != kindFio {
+		smp.Value = smp.Work / smp.Wall
+	}
+	return smp, err
+}
+
+// fioFigure picks the phase's figure and its work from fio's result.
+func fioFigure(ph phase, r fioResult) (value, work float64) {
+	switch {
+	case ph.Unit == "IOPS" && ph.Write:
+		return r.WriteIOPS, float64(r.WriteIOs)
+	case ph.Unit == "IOPS":
+		return r.ReadIOPS, float64(r.ReadIOs)
+	case ph.Write:
+		return r.WriteBW / 1e6, float64(r.WriteBytes) / 1e6
+	default:
+		return r.ReadBW / 1e6, float64(r.ReadBytes) / 1e6
+	}
 }
 
 // run measures every phase for every round, alternating which server goes
@@ -358,8 +373,8 @@ func (b *bench) run(ctx context.Context, phs []phase) ([]phaseResult, error) {
 				if err != nil {
 					return results, fmt.Errorf("round %d, %s, %s: %w", r+1, ph.Name, name, err)
 				}
-				fmt.Fprintf(b.log, "round %d  %-12s %-9s %10s %-4s  cpu %.2fs  disk read %.0f MB\n",
-					r+1, ph.Name, name, fmtValue(smp.Value, ph.Unit), ph.Unit, smp.CPU, smp.DiskReadMB)
+				fmt.Fprintf(b.log, "round %d  %-12s %-9s %10s %-4s  cpu %.2fs  client cpu %.2fs  wall %.1fs  disk read %.0f MB\n",
+					r+1, ph.Name, name, fmtValue(smp.Value, ph.Unit), ph.Unit, smp.CPU, smp.ClientCPU, smp.Wall, smp.DiskReadMB)
 				results[i].add(name, smp)
 			}
 		}

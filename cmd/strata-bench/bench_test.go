@@ -3,13 +3,18 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -120,7 +125,7 @@ func TestRatioAndVerdict(t *testing.T) {
 	if !ok || got != 20.0/15 {
 		t.Fatalf("ratio = %v, %v; want %v", got, ok, 20.0/15)
 	}
-	j := r.json()
+	j := r.json(2)
 	if j.Met == nil || !*j.Met || j.Strata.Median != 20 || j.Qemu.Median != 15 {
 		t.Fatalf("json = %+v", j)
 	}
@@ -132,6 +137,118 @@ func TestRatioAndVerdict(t *testing.T) {
 	r.Qemu[1].Work = 0
 	if _, ok := r.costRatio(); ok {
 		t.Fatal("cost ratio without work")
+	}
+}
+
+// reportResult is one phase with samples whose medians are known: strata
+// CPU 3.00 s, client 1.00 s, machine share 3.5/(4 s x 2 cores) = 44 %;
+// qemu-nbd CPU 1.00 s, client 0.50 s, share 1.5/(5 s x 2) = 15 %.
+func reportResult() phaseResult {
+	r := phaseResult{phase: phase{Name: "seqread", Figure: "seq read", Unit: "MB/s", Target: 2}}
+	for i, cpu := range []float64{2, 3, 4} {
+		r.add(serverStrata, sample{Value: []float64{1000, 1200, 1100}[i], CPU: cpu, ClientCPU: []float64{1, 0.5, 1.5}[i],
+			Wall: 4, Work: 2048, DiskReadMB: []float64{10, 20, 30}[i]})
+	}
+	r.add(serverQemu, sample{Value: 500, CPU: 1, ClientCPU: 0.25, Wall: 5, Work: 1024, DiskReadMB: 7})
+	r.add(serverQemu, sample{Value: 500, CPU: 1, ClientCPU: 0.75, Wall: 5, Work: 1024, DiskReadMB: 9})
+	return r
+}
+
+func TestTableShowsServerAndClientCPUAndMachineShare(t *testing.T) {
+	var out bytes.Buffer
+	if err := writeTable(&out, []phaseResult{reportResult()}, 3, 2); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	header := strings.Join(strings.Fields(lines[0]), " ")
+	if want := "figure (median of 3) unit strata qemu-nbd ratio target cpu strata client cpu qemu client cpu/work s:q machine strata qemu disk strata qemu"; header != want {
+		t.Fatalf("header %q, want %q", header, want)
+	}
+	row, ok := strings.CutPrefix(strings.TrimSpace(lines[1]), "seq read")
+	if !ok {
+		t.Fatalf("row %q does not start with the figure", lines[1])
+	}
+	want := []string{"MB/s", "1100", "500", "2.20x", ">=2.0x", "met", "3.00", "1.00", "1.00", "0.50", "1.50x", "44", "%", "15", "%", "20", "8"}
+	if got := strings.Fields(row); !slices.Equal(got, want) {
+		t.Fatalf("row %q, want %q", got, want)
+	}
+	if !strings.Contains(out.String(), "wall seconds x 2 cores") {
+		t.Fatalf("footer does not name the core count:\n%s", out.String())
+	}
+}
+
+// serverJSON is the part of a server's --json summary the tests read.
+type serverJSON struct {
+	CPU     float64  `json:"cpu_seconds_median"`
+	Client  float64  `json:"client_cpu_seconds_median"`
+	Share   *float64 `json:"machine_share_median"`
+	Samples []struct {
+		Client float64 `json:"client_cpu_seconds"`
+		Wall   float64 `json:"wall_seconds"`
+	} `json:"samples"`
+}
+
+func TestJSONHasClientCPUAndMachineShare(t *testing.T) {
+	r := reportResult()
+	var out bytes.Buffer
+	if err := writeJSON(&out, report{Config: configJSON{Cores: 2}, Phases: []jsonPhase{r.json(2)}}); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Config struct {
+			Cores int `json:"cores"`
+		} `json:"config"`
+		Phases []map[string]json.RawMessage `json:"phases"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Config.Cores != 2 || len(doc.Phases) != 1 {
+		t.Fatalf("json %s", out.Bytes())
+	}
+	for key, want := range map[string]struct{ cpu, client, share, sample0 float64 }{
+		"strata":   {3, 1, 3.5 / 8, 1},
+		"qemu_nbd": {1, 0.5, 1.5 / 10, 0.25},
+	} {
+		var got serverJSON
+		if err := json.Unmarshal(doc.Phases[0][key], &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.CPU != want.cpu || got.Client != want.client || got.Share == nil || math.Abs(*got.Share-want.share) > 1e-12 ||
+			len(got.Samples) == 0 || got.Samples[0].Client != want.sample0 || got.Samples[0].Wall == 0 {
+			t.Errorf("%s: %s", key, doc.Phases[0][key])
+		}
+	}
+}
+
+// The client's CPU comes from its rusage, which holds the processes it
+// waited for: a shell whose subshell burns CPU (bounded by iterations)
+// reports at least what the shell's own `times` says its children used.
+func TestRunReportsTheClientsCPUChildrenIncluded(t *testing.T) {
+	script := `(i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done); times`
+	out, cpu, err := newProcs().run(t.Context(), time.Minute, "sh", "-c", script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// times prints the shell's user and system time, then its children's.
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("times printed %q", out)
+	}
+	var children float64
+	for _, f := range strings.Fields(lines[1]) {
+		var m int
+		var sec float64
+		if _, err := fmt.Sscanf(f, "%dm%fs", &m, &sec); err != nil {
+			t.Fatalf("times field %q: %v", f, err)
+		}
+		children += float64(m)*60 + sec
+	}
+	if children <= 0 || cpu < children-1e-3 {
+		t.Fatalf("run reported %.3f s CPU; the shell's children used %.3f s (%q)", cpu, children, out)
+	}
+	if _, cpu, err := newProcs().run(t.Context(), time.Minute, "sh", "-c", script+"; exit 3"); err == nil || cpu <= 0 {
+		t.Fatalf("failing client: cpu %v, err %v; want its CPU and an error", cpu, err)
 	}
 }
 

@@ -103,15 +103,17 @@ func fioArgs(spec fioJobSpec, uri, outFile string) []string {
 	}
 }
 
-// runFio runs one fio job and parses its result.
-func (b *bench) runFio(ctx context.Context, spec fioJobSpec, uri, tag string) (fioResult, error) {
+// runFio runs one fio job and parses its result; cpu is fio's CPU
+// seconds, its job processes included.
+func (b *bench) runFio(ctx context.Context, spec fioJobSpec, uri, tag string) (r fioResult, cpu float64, err error) {
 	out := filepath.Join(b.dir, "fio-"+tag+".json")
-	if _, err := b.procs.run(ctx, spec.Runtime+90*time.Second, "fio", fioArgs(spec, uri, out)...); err != nil {
-		return fioResult{}, err
+	if _, cpu, err = b.procs.run(ctx, spec.Runtime+90*time.Second, "fio", fioArgs(spec, uri, out)...); err != nil {
+		return r, cpu, err
 	}
 	data, err := os.ReadFile(out)
 	if err != nil {
-		return fioResult{}, err
+		return r, cpu, err
 	}
-	return parseFio(data)
+	r, err = parseFio(data)
+	return r, cpu, err
 }

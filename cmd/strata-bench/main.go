@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +71,7 @@ type configJSON struct {
 	Seed       uint64   `json:"seed"`
 	Servers    []string `json:"servers"`
 	DropCaches bool     `json:"drop_caches"`
+	Cores      int      `json:"cores"` // runtime.NumCPU(), for the machine share
 }
 
 func main() {
@@ -255,23 +257,24 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err er
 	if err != nil {
 		return err
 	}
+	cores := runtime.NumCPU()
 	if cfg.JSON {
 		rep := report{
 			Config: configJSON{Size: cfg.Size, ChunkSize: b.chunkSize, SeqSize: cfg.SeqSize, Rounds: cfg.Rounds,
 				Runtime: cfg.Runtime.String(), IODepth: cfg.IODepth, Pause: cfg.Pause.String(),
-				Seed: cfg.Seed, Servers: cfg.Servers, DropCaches: b.dropCaches},
+				Seed: cfg.Seed, Servers: cfg.Servers, DropCaches: b.dropCaches, Cores: cores},
 			Seconds: time.Since(start).Seconds(),
 		}
 		if cfg.runs(serverStrata) {
 			rep.Import = &b.imported
 		}
 		for i := range results {
-			rep.Phases = append(rep.Phases, results[i].json())
+			rep.Phases = append(rep.Phases, results[i].json(cores))
 		}
 		return writeJSON(stdout, rep)
 	}
 	fmt.Fprintf(stdout, "\nstrata vs qemu-nbd: %s data set (seed %d), strata chunks %s, %d rounds, fio %v at qd %d, seq write %s, drop_caches %v, %.0fs\n\n",
 		fmtBytes(cfg.Size), cfg.Seed, fmtBytes(int64(b.chunkSize)), cfg.Rounds, cfg.Runtime, cfg.IODepth, fmtBytes(cfg.SeqSize), b.dropCaches,
 		time.Since(start).Seconds())
-	return writeTable(stdout, results, cfg.Rounds)
+	return writeTable(stdout, results, cfg.Rounds, cores)
 }

@@ -33,8 +33,9 @@ func childAttr() *syscall.SysProcAttr {
 }
 
 // run runs a client tool to completion within timeout (and ctx) and
-// returns its combined output; a failure carries the output's tail.
-func (p *procs) run(ctx context.Context, timeout time.Duration, name string, args ...string) ([]byte, error) {
+// returns its combined output and the CPU seconds it used; a failure
+// carries the output's tail.
+func (p *procs) run(ctx context.Context, timeout time.Duration, name string, args ...string) ([]byte, float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -42,13 +43,26 @@ func (p *procs) run(ctx context.Context, timeout time.Duration, name string, arg
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	err := cmd.Run()
+	cpu := childCPU(cmd.ProcessState)
+	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
 		}
-		return out.Bytes(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(out.Bytes(), 800))
+		return out.Bytes(), cpu, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(out.Bytes(), 800))
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), cpu, nil
+}
+
+// childCPU is the user+system seconds of a process that has been waited
+// for: its threads, and every descendant it waited for itself (the kernel
+// fills wait's rusage with RUSAGE_BOTH), so fio's forked job processes
+// count. Zero when the process never started.
+func childCPU(ps *os.ProcessState) float64 {
+	if ps == nil {
+		return 0
+	}
+	return (ps.UserTime() + ps.SystemTime()).Seconds()
 }
 
 // tail returns the last n bytes of b as a string, for error messages.

@@ -55,6 +55,27 @@ func cpus(ss []sample) []float64 {
 	return out
 }
 
+func clientCPUs(ss []sample) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = s.ClientCPU
+	}
+	return out
+}
+
+// machineShares are the parts of the machine (cores CPUs) that server and
+// client used together in each sample, samples without a wall time left
+// out: near 1, the phase was bound by the machine, not by either program.
+func machineShares(ss []sample, cores int) []float64 {
+	var out []float64
+	for _, s := range ss {
+		if s.Wall > 0 && cores > 0 {
+			out = append(out, (s.CPU+s.ClientCPU)/(s.Wall*float64(cores)))
+		}
+	}
+	return out
+}
+
 // costs are CPU seconds per unit of work, samples without work left out.
 func costs(ss []sample) []float64 {
 	var out []float64
@@ -78,17 +99,27 @@ func (r *phaseResult) costRatio() (float64, bool) {
 
 // summary is one server's figures for one phase.
 type summary struct {
-	Median         float64  `json:"median"`
-	CPUMedian      float64  `json:"cpu_seconds_median"`
-	DiskReadMedian float64  `json:"disk_read_mb_median"`
-	Samples        []sample `json:"samples"`
+	Median          float64 `json:"median"`
+	CPUMedian       float64 `json:"cpu_seconds_median"`
+	ClientCPUMedian float64 `json:"client_cpu_seconds_median"`
+	// MachineShareMedian: (server + client CPU seconds) / (wall seconds x
+	// cores), a fraction; absent when no sample has a wall time.
+	MachineShareMedian *float64 `json:"machine_share_median,omitempty"`
+	DiskReadMedian     float64  `json:"disk_read_mb_median"`
+	Samples            []sample `json:"samples"`
 }
 
-func summarize(ss []sample) *summary {
+func summarize(ss []sample, cores int) *summary {
 	if len(ss) == 0 {
 		return nil
 	}
-	return &summary{Median: median(values(ss)), CPUMedian: median(cpus(ss)), DiskReadMedian: median(diskReads(ss)), Samples: ss}
+	sum := &summary{Median: median(values(ss)), CPUMedian: median(cpus(ss)), ClientCPUMedian: median(clientCPUs(ss)),
+		DiskReadMedian: median(diskReads(ss)), Samples: ss}
+	if sh := machineShares(ss, cores); len(sh) > 0 {
+		m := median(sh)
+		sum.MachineShareMedian = &m
+	}
+	return sum
 }
 
 func diskReads(ss []sample) []float64 {
@@ -113,9 +144,11 @@ type jsonPhase struct {
 	CPUCostRatio *float64 `json:"cpu_cost_ratio,omitempty"`
 }
 
-func (r *phaseResult) json() jsonPhase {
+// json is the phase as --json prints it; cores is the machine's CPU
+// count, for the machine share.
+func (r *phaseResult) json(cores int) jsonPhase {
 	j := jsonPhase{Name: r.Name, Figure: r.Figure, Unit: r.Unit, TargetRatio: r.Target,
-		Strata: summarize(r.Strata), Qemu: summarize(r.Qemu)}
+		Strata: summarize(r.Strata, cores), Qemu: summarize(r.Qemu, cores)}
 	if ratio, ok := r.ratio(); ok {
 		met := ratio >= r.Target
 		j.Ratio, j.Met = &ratio, &met
@@ -152,10 +185,12 @@ func writeJSON(w io.Writer, rep report) error {
 	return enc.Encode(rep)
 }
 
-// writeTable prints the medians side by side.
-func writeTable(w io.Writer, results []phaseResult, rounds int) error {
+// writeTable prints the medians side by side; cores is the machine's CPU
+// count, for the machine share.
+func writeTable(w io.Writer, results []phaseResult, rounds, cores int) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "figure (median of %d)\tunit\tstrata\tqemu-nbd\tratio\ttarget\t\tcpu s strata\tcpu s qemu\tcpu/work s:q\tdisk MB strata\tdisk MB qemu\t\n", rounds)
+	fmt.Fprintf(tw, "figure (median of %d)\tunit\tstrata\tqemu-nbd\tratio\ttarget\t\t"+
+		"cpu strata\tclient\tcpu qemu\tclient\tcpu/work s:q\tmachine strata\tqemu\tdisk strata\tqemu\t\n", rounds)
 	for i := range results {
 		r := &results[i]
 		ratio, verdict := "-", ""
@@ -170,17 +205,21 @@ func writeTable(w io.Writer, results []phaseResult, rounds int) error {
 		if c, ok := r.costRatio(); ok {
 			cost = fmt.Sprintf("%.2fx", c)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t>=%.1fx\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			r.Figure, r.Unit, medianCell(r.Strata, r.Unit), medianCell(r.Qemu, r.Unit),
-			ratio, r.Target, verdict, cpuCell(r.Strata), cpuCell(r.Qemu), cost, diskCell(r.Strata), diskCell(r.Qemu))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t>=%.1fx\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			r.Figure, r.Unit, medianCell(r.Strata, r.Unit), medianCell(r.Qemu, r.Unit), ratio, r.Target, verdict,
+			secondsCell(r.Strata, cpus), secondsCell(r.Strata, clientCPUs), secondsCell(r.Qemu, cpus), secondsCell(r.Qemu, clientCPUs),
+			cost, shareCell(r.Strata, cores), shareCell(r.Qemu, cores), diskCell(r.Strata), diskCell(r.Qemu))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(w, "\nratio: strata / qemu-nbd, medians. cpu s: the server process's CPU seconds during the\n"+
-		"measurement. cpu/work s:q: strata's CPU per request (or per MB) over qemu-nbd's; below 1\n"+
-		"strata is cheaper. On a shared machine the CPU figures are steadier than the throughput.\n"+
-		"disk MB: what the server read from the disk during the phase (page-cache misses).")
+	_, err := fmt.Fprintf(w, "\nratio: strata / qemu-nbd, medians. cpu: the server process's CPU seconds during the\n"+
+		"measurement; client: the client tool's (fio's or nbdcopy's) CPU seconds, from its rusage.\n"+
+		"cpu/work s:q: strata's CPU per request (or per MB) over qemu-nbd's; below 1 strata is\n"+
+		"cheaper. On a shared machine the CPU figures are steadier than the throughput.\n"+
+		"machine: (server + client CPU seconds) / (wall seconds x %d cores), in %%: near 100 %%\n"+
+		"the phase was bound by the machine (other users' load not counted).\n"+
+		"disk: MB the server read from the disk during the phase (page-cache misses).\n", cores)
 	return err
 }
 
@@ -198,11 +237,20 @@ func diskCell(ss []sample) string {
 	return fmt.Sprintf("%.0f", median(diskReads(ss)))
 }
 
-func cpuCell(ss []sample) string {
+// secondsCell prints the median of the seconds field picks from ss.
+func secondsCell(ss []sample, field func([]sample) []float64) string {
 	if len(ss) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.2f", median(cpus(ss)))
+	return fmt.Sprintf("%.2f", median(field(ss)))
+}
+
+func shareCell(ss []sample, cores int) string {
+	sh := machineShares(ss, cores)
+	if len(sh) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f %%", 100*median(sh))
 }
 
 // fmtValue prints IOPS in thousands and MB/s whole.
