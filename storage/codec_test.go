@@ -34,3 +34,38 @@ func TestDecodeWritesOnlyTheChunk(t *testing.T) {
 		}
 	}
 }
+
+// TestLowSavingChunksAreStoredRaw: a chunk is stored compressed only when
+// zstd saves at least an eighth of it; below that it is stored raw, and
+// both read back exactly.
+func TestLowSavingChunksAreStoredRaw(t *testing.T) {
+	c, err := newCodec(1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	rng := rand.New(rand.NewPCG(63, 64))
+	for _, tc := range []struct {
+		zeros int // leading zero bytes in an otherwise random 4 KiB chunk
+		want  byte
+	}{
+		{0, codecRaw},
+		{256, codecRaw},   // saves about 6 %
+		{1024, codecZstd}, // saves about 25 %
+		{4000, codecZstd},
+	} {
+		raw := randomChunk(rng, 4096)
+		clear(raw[:tc.zeros])
+		rec := c.encode(raw, nil)
+		if rec[0] != tc.want {
+			t.Errorf("%d zero bytes: codec %d (record %d bytes), want %d", tc.zeros, rec[0], len(rec), tc.want)
+		}
+		if rec[0] == codecZstd && len(rec)-recordHeader > len(raw)-len(raw)/minSaving {
+			t.Errorf("%d zero bytes: kept a frame of %d bytes", tc.zeros, len(rec)-recordHeader)
+		}
+		out, err := c.decode(rec, nil)
+		if err != nil || !bytes.Equal(out, raw) {
+			t.Fatalf("%d zero bytes: read back %v", tc.zeros, err)
+		}
+	}
+}
