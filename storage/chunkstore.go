@@ -337,6 +337,7 @@ type putItem struct {
 // putResult sums what a batch of puts added.
 type putResult struct {
 	newChunks, dedupChunks, storedBytes, rawBytes int64
+	vlogBytes                                     uintptr // packs sent to the value log
 }
 
 // commitPuts stores a batch of hashed chunks in one transaction: per chunk
@@ -361,6 +362,9 @@ func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate, sc *putScra
 			s.chunks.Add(res.newChunks)
 			s.rawBytes.Add(res.rawBytes)
 			s.storedBytes.Add(res.storedBytes)
+			// Packs are a stream of large values: have the value-log
+			// pages ahead of the writer ready (see vlogPrefaulter).
+			s.prefaultVlog(res.vlogBytes, true)
 			return res, nil
 		}
 		if l != nil {
@@ -379,6 +383,7 @@ func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate, sc *putScra
 			a.newChunks += b.newChunks
 			a.dedupChunks += b.dedupChunks
 			a.storedBytes += b.storedBytes
+			a.vlogBytes += b.vlogBytes
 			a.rawBytes += b.rawBytes
 			return a, err
 		case (errors.Is(err, badger.ErrConflict) || errors.Is(err, errChunkGone)) && attempt < commitRetries:
@@ -424,7 +429,9 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 		if pack == nil || pack.slots() == 0 {
 			return nil
 		}
-		return sc.set(tx, sc.idKey(nsPack, base), pack.finish())
+		key, val := sc.idKey(nsPack, base), pack.finish()
+		res.vlogBytes += s.vlogEntryBytes(len(key), val)
+		return sc.set(tx, key, val)
 	}
 	for _, it := range items {
 		if it.zero {

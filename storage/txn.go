@@ -57,7 +57,7 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		if err == nil {
 			s.referencedRaw.Add(t.refRaw)
 			s.holds.markReferenced(t.referenced)
-			s.prefaultVlog(t.vlog)
+			s.prefaultVlog(t.vlog, false)
 			return nil
 		}
 		switch {
@@ -120,7 +120,7 @@ func (t *Txn) Set(key, val []byte) error {
 // copy into fresh memory per value.
 func (t *Txn) SetRef(key, val []byte) error {
 	t.writes++
-	t.vlog += t.s.vlogEntryBytes(key, val)
+	t.vlog += t.s.vlogEntryBytes(1+len(key), val)
 	return wrapSetErr(t.tx.Set(metaKey(key), val))
 }
 

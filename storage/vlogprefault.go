@@ -139,13 +139,14 @@ var (
 
 // vlogEntryBytes is what an entry takes in the value log, or 0 if its
 // value stays in the LSM tree: Badger's header (meta, user meta, varint
-// key and value lengths, varint expiry 0), the key with its namespace
-// byte and 8-byte version, the value and a CRC32.
-func (s *Store) vlogEntryBytes(key, val []byte) uintptr {
+// key and value lengths, varint expiry 0), the key as stored (namespace
+// byte included, keyLen bytes) with its 8-byte version, the value and a
+// CRC32.
+func (s *Store) vlogEntryBytes(keyLen int, val []byte) uintptr {
 	if s.opts.InMemory || len(val) < vlogThreshold {
 		return 0
 	}
-	klen := 1 + len(key) + 8
+	klen := keyLen + 8
 	header := 2 + uvarintLen(klen) + uvarintLen(len(val)) + 1
 	return uintptr(header + klen + len(val) + 4)
 }
@@ -160,8 +161,10 @@ func uvarintLen(n int) int {
 const vlogThreshold = 256
 
 // prefaultVlog notes that a commit sent n bytes to the value log and makes
-// sure a round of populating runs.
-func (s *Store) prefaultVlog(n uintptr) {
+// sure a round of populating runs if the commit was big (n at least
+// prefaultMinCommit) or is one of a stream of large values (bulk: the
+// packs of imports and seals).
+func (s *Store) prefaultVlog(n uintptr, bulk bool) {
 	if n == 0 || prefaultBroken.Load() {
 		return
 	}
@@ -176,7 +179,7 @@ func (s *Store) prefaultVlog(n uintptr) {
 	p := v.(*vlogPrefaulter)
 	p.mu.Lock()
 	p.pending += n
-	if p.running || n < prefaultMinCommit {
+	if p.running || (n < prefaultMinCommit && !bulk) {
 		p.mu.Unlock()
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -125,6 +126,80 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 	check(s, "after reopen")
 }
 
+// TestValueLogPrefaultFollowsPuts: chunk puts send packs of a few hundred
+// KiB, under prefaultMinCommit, yet as a stream of large values they start
+// rounds too: pages ahead of the writer are populated, the files it left
+// are dropped, and every chunk reads back, before and after a reopen.
+func TestValueLogPrefaultFollowsPuts(t *testing.T) {
+	if prefaultBroken.Load() {
+		t.Skip("kernel without MADV_POPULATE_WRITE")
+	}
+	o := testOptions()
+	o.ValueLogFileSize = 40 << 20
+	dir := t.TempDir()
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const perPut, puts = 48, 450 // 197 KB a put, 88 MB in all
+	cs := s.ChunkSize()
+	chunk := func(i int) []byte {
+		return randomChunk(rand.New(rand.NewPCG(uint64(i), 73)), cs)
+	}
+	l := s.NewLease()
+	ids := make([]ChunkID, 0, perPut*puts)
+	firstFid := -1
+	for n := range puts {
+		raws := make([][]byte, perPut)
+		for i := range raws {
+			raws[i] = chunk(n*perPut + i)
+		}
+		got, err := s.PutMany(raws, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got...)
+		if firstFid < 0 {
+			firstFid = prefaulterOf(t, s).cur.fid
+		}
+	}
+	p := prefaulterOf(t, s)
+	if p.cur.fid < firstFid+2 {
+		t.Fatalf("prefaulter on value-log file %d, first %d: 88 MB of packs over 40 MiB files should have moved two files on", p.cur.fid, firstFid)
+	}
+	if p.cur.done <= p.cur.est&^4095 {
+		t.Fatalf("populated up to %d, not ahead of the estimated write offset %d", p.cur.done, p.cur.est)
+	}
+	for fid := firstFid; fid < p.cur.fid; fid++ {
+		if pct := residentPercent(t, p.dir, fid); pct > 10 {
+			t.Errorf("value-log file %d, which the writer left, is %d%% in memory", fid, pct)
+		}
+	}
+	check := func(s *Store, when string) {
+		buf := make([]byte, cs)
+		for i, id := range ids {
+			got, err := s.Get(id, buf)
+			if err != nil {
+				t.Fatalf("%s: chunk %d: %v", when, i, err)
+			}
+			if !bytes.Equal(got, chunk(i)) {
+				t.Fatalf("%s: chunk %d differs", when, i)
+			}
+		}
+	}
+	check(s, "before reopen")
+	l.Release()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(s, "after reopen")
+}
+
 // residentPercent is how much of value-log file fid's mapping is in memory.
 func residentPercent(t *testing.T, dir string, fid int) int {
 	t.Helper()
@@ -189,7 +264,7 @@ func TestVlogEntryBytesIsBadgers(t *testing.T) {
 	err = s.Update(func(tx *Txn) error {
 		for i, n := range []int{vlogThreshold, 300, 4105, 20000, 200000} {
 			key, val := []byte(fmt.Sprintf("key %d", i)), bytes.Repeat([]byte{'v'}, n)
-			want += s.vlogEntryBytes(key, val)
+			want += s.vlogEntryBytes(1+len(key), val)
 			if err := tx.SetRef(key, val); err != nil {
 				return err
 			}
@@ -199,7 +274,22 @@ func TestVlogEntryBytesIsBadgers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.vlogEntryBytes([]byte("k"), make([]byte, vlogThreshold-1)) != 0 {
+	// New chunks: commitPuts counts the pack it sends.
+	rng := rand.New(rand.NewPCG(71, 72))
+	var items []*putItem
+	for range 40 {
+		raw := randomChunk(rng, s.ChunkSize())
+		items = append(items, &putItem{raw: raw, hash: s.hash.sum(raw)})
+	}
+	res, err := s.commitPuts(items, nil, nil, new(putScratch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.vlogBytes == 0 {
+		t.Fatal("a pack of 40 chunks counted nothing toward the value log")
+	}
+	want += res.vlogBytes
+	if s.vlogEntryBytes(2, make([]byte, vlogThreshold-1)) != 0 {
 		t.Error("a value under the threshold counted toward the value log")
 	}
 	if err := s.Close(); err != nil {
