@@ -51,6 +51,7 @@ type Store struct {
 	hash      *hasher
 	codec     *codec
 	holds     holdSet
+	newHashes newHashes // lets puts of new content skip the index lookup
 
 	// Store-wide figures, recomputed from the reference records on Open
 	// and moved by every commit after that (see stats.go).
@@ -108,11 +109,54 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.newHashes.init(s.chunks.Load())
+	s.wg.Add(1)
+	go s.scanHashes()
 	if opts.GCInterval > 0 {
 		s.wg.Add(1)
 		go s.gcLoop(opts.GCInterval)
 	}
 	return s, nil
+}
+
+// errScanStopped ends scanHashes when the store closes.
+var errScanStopped = errors.New("storage: closing")
+
+// scanHashes fills newHashes from the dedup index, in the background:
+// puts look every hash up until it is done. A hash a put adds meanwhile is
+// in the filter already (claim inserts every hash before its transaction
+// commits), so the scan's snapshot only has to cover what came before.
+func (s *Store) scanHashes() {
+	defer s.wg.Done()
+	const batch = 4096
+	hs := make([]chunkHash, 0, batch)
+	err := s.db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte{nsHash}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 1+hashSize {
+				continue
+			}
+			hs = append(hs, chunkHash(k[1:]))
+			if len(hs) == batch {
+				s.newHashes.addScanned(hs)
+				hs = hs[:0]
+				select {
+				case <-s.stop:
+					return errScanStopped
+				default:
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// Not ready: every put keeps looking its hashes up.
+		return
+	}
+	s.newHashes.addScanned(hs)
+	s.newHashes.setReady()
 }
 
 func validChunkSize(n int) error {
@@ -325,13 +369,14 @@ func (s *Store) PutMany(raws [][]byte, l *Lease) ([]ChunkID, error) {
 
 // putItem is one chunk on its way into the store.
 type putItem struct {
-	raw   []byte
-	zero  bool
-	hash  chunkHash
-	rec   []byte // encoded record, made on first need and kept across retries
-	arena []byte // where to encode rec (nil: allocate)
-	id    ChunkID
-	isNew bool
+	raw    []byte
+	zero   bool
+	hash   chunkHash
+	rec    []byte // encoded record, made on first need and kept across retries
+	arena  []byte // where to encode rec (nil: allocate)
+	id     ChunkID
+	isNew  bool
+	absent bool // certainly not in the index: no lookup (see newHashes)
 }
 
 // putResult sums what a batch of puts added.
@@ -400,6 +445,8 @@ func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate, sc *putScra
 
 func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGate, sc *putScratch) (putResult, error) {
 	var res putResult
+	claim := s.claimHashes(items, gate)
+	defer s.newHashes.release(claim, items)
 	// Badger starts a transaction only once every commit in flight has
 	// been written: a wait, so give the CPU slot to another import
 	// worker meanwhile.
@@ -438,7 +485,10 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 			continue
 		}
 		hk := sc.hashKey(&it.hash)
-		item, err := tx.Get(hk)
+		item, err := (*badger.Item)(nil), badger.ErrKeyNotFound
+		if !it.absent {
+			item, err = tx.Get(hk)
+		}
 		switch {
 		case err == nil:
 			id, err := indexedID(item)
@@ -517,6 +567,23 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 	gate.leave()
 	defer gate.enter()
 	return res, tx.Commit()
+}
+
+// claimHashes marks the items whose index lookup can be skipped (see
+// newHashes), first waiting, out of the CPU gate, for any transaction
+// creating one of their hashes to end.
+func (s *Store) claimHashes(items []*putItem, gate cpuGate) *hashClaim {
+	for {
+		c, wait := s.newHashes.claim(items)
+		if wait == nil {
+			return c
+		}
+		gate.leave()
+		for _, w := range wait {
+			<-w
+		}
+		gate.enter()
+	}
 }
 
 // indexedID reads the id a hash index entry holds.

@@ -16,9 +16,10 @@
 //     random per-store secret; an index hash -> id makes Put deduplicate.
 //     The key stops anyone from crafting a collision from outside.
 //   - A stored chunk is codec | raw length | xxhash64 of the raw bytes |
-//     payload (zstd, or raw when that does not shrink). Every read decodes
-//     and checks the checksum; a mismatch is ErrCorrupt, counted in
-//     Stats.CorruptReads, and never returned as data.
+//     payload (zstd, or raw when zstd saves less than an eighth of it).
+//     Every read decodes and checks the checksum; a mismatch is
+//     ErrCorrupt, counted in Stats.CorruptReads, and never returned as
+//     data.
 //   - A reference count says how many map entries use a chunk. It changes
 //     only through Txn.AddRef, inside the same transaction that changes the
 //     maps, so what users see and the counts behind it commit together.

@@ -135,16 +135,21 @@ func TestValueLogPrefaultFollowsPuts(t *testing.T) {
 		t.Skip("kernel without MADV_POPULATE_WRITE")
 	}
 	o := testOptions()
-	o.ValueLogFileSize = 40 << 20
+	o.ValueLogFileSize = 16 << 20
 	dir := t.TempDir()
 	s, err := Open(dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const perPut, puts = 48, 450 // 197 KB a put, 88 MB in all
+	const perPut, puts = 48, 220 // 197 KB a put, 43 MB in all
 	cs := s.ChunkSize()
+	// Distinct chunks that do not compress, cheaply: slices of one random
+	// block, each stamped with its number.
+	block := randomChunk(rand.New(rand.NewPCG(73, 74)), 16*cs)
 	chunk := func(i int) []byte {
-		return randomChunk(rand.New(rand.NewPCG(uint64(i), 73)), cs)
+		c := bytes.Clone(block[i%16*cs : (i%16+1)*cs])
+		binary.LittleEndian.PutUint64(c, uint64(i))
+		return c
 	}
 	l := s.NewLease()
 	ids := make([]ChunkID, 0, perPut*puts)
@@ -165,7 +170,7 @@ func TestValueLogPrefaultFollowsPuts(t *testing.T) {
 	}
 	p := prefaulterOf(t, s)
 	if p.cur.fid < firstFid+2 {
-		t.Fatalf("prefaulter on value-log file %d, first %d: 88 MB of packs over 40 MiB files should have moved two files on", p.cur.fid, firstFid)
+		t.Fatalf("prefaulter on value-log file %d, first %d: 43 MB of packs over 16 MiB files should have moved two files on", p.cur.fid, firstFid)
 	}
 	if p.cur.done <= p.cur.est&^4095 {
 		t.Fatalf("populated up to %d, not ahead of the estimated write offset %d", p.cur.done, p.cur.est)
