@@ -124,11 +124,7 @@ func indexID(t *testing.T, s *Store, raw []byte) ChunkID {
 // of it without skipping a lookup.
 func TestSkippedLookupsKeepContentUnique(t *testing.T) {
 	o := testOptions()
-	dir := t.TempDir()
-	s, err := Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dir := openIn(t, o)
 	waitHashScan(s)
 	rng := rand.New(rand.NewPCG(85, 86))
 	contents := make([][]byte, 300)
@@ -188,15 +184,7 @@ func TestSkippedLookupsKeepContentUnique(t *testing.T) {
 	if got := s.Stats().Chunks; got != int64(len(contents)) {
 		t.Fatalf("Chunks = %d, want %d", got, len(contents))
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err = Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopen(t, s, dir, o)
 	waitHashScan(s)
 	got, err := s.PutMany(contents, nil)
 	if err != nil {

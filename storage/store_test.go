@@ -23,6 +23,34 @@ func testOptions() Options {
 	return o
 }
 
+// openIn opens a store in a fresh temporary directory and returns the
+// directory too, for tests that reopen it (see reopen). The caller closes
+// the store, or hands it to reopen.
+func openIn(t testing.TB, o Options) (*Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s, dir
+}
+
+// reopen closes s and opens its directory again; the new store is closed
+// when the test ends.
+func reopen(t testing.TB, s *Store, dir string, o Options) *Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func openTest(t testing.TB, o Options) *Store {
 	t.Helper()
 	s, err := Open(t.TempDir(), o)

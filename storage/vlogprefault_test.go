@@ -39,22 +39,27 @@ func recordValue(i int) []byte {
 	return v
 }
 
+// prefaultStore opens a store with value-log files of fileSize bytes for
+// the prefaulter's tests, which need MADV_POPULATE_WRITE (Linux 5.14):
+// without it the prefaulter stays off and there is nothing to test.
+func prefaultStore(t *testing.T, fileSize int64) (*Store, string, Options) {
+	t.Helper()
+	if prefaultBroken.Load() {
+		t.Skip("kernel without MADV_POPULATE_WRITE")
+	}
+	o := testOptions()
+	o.ValueLogFileSize = fileSize
+	s, dir := openIn(t, o)
+	return s, dir, o
+}
+
 // TestValueLogPrefaultKeepsValues: large SetRef commits populate the value
 // log ahead of Badger's writer and write back and drop what lies behind it,
 // within a file and, across file rotations (40 MiB files), all of a file
 // the writer left; every value reads back as written (from the disk where
 // its page was dropped), before and after a reopen.
 func TestValueLogPrefaultKeepsValues(t *testing.T) {
-	if prefaultBroken.Load() {
-		t.Skip("kernel without MADV_POPULATE_WRITE")
-	}
-	o := testOptions()
-	o.ValueLogFileSize = 40 << 20
-	dir := t.TempDir()
-	s, err := Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dir, o := prefaultStore(t, 40<<20)
 	const perTxn, txns = 300, 70 // 1.2 MB a commit: each starts a round
 	firstFid := -1
 	var maxDropped uintptr
@@ -115,14 +120,7 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 		}
 	}
 	check(s, "before reopen")
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopen(t, s, dir, o)
 	check(s, "after reopen")
 }
 
@@ -131,16 +129,7 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 // rounds too: pages ahead of the writer are populated, the files it left
 // are dropped, and every chunk reads back, before and after a reopen.
 func TestValueLogPrefaultFollowsPuts(t *testing.T) {
-	if prefaultBroken.Load() {
-		t.Skip("kernel without MADV_POPULATE_WRITE")
-	}
-	o := testOptions()
-	o.ValueLogFileSize = 16 << 20
-	dir := t.TempDir()
-	s, err := Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dir, o := prefaultStore(t, 16<<20)
 	const perPut, puts = 48, 220 // 197 KB a put, 43 MB in all
 	cs := s.ChunkSize()
 	// Distinct chunks that do not compress, cheaply: slices of one random
@@ -194,14 +183,7 @@ func TestValueLogPrefaultFollowsPuts(t *testing.T) {
 	}
 	check(s, "before reopen")
 	l.Release()
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopen(t, s, dir, o)
 	check(s, "after reopen")
 }
 
@@ -260,13 +242,9 @@ func vmFlags(t *testing.T, dir string, fid int) map[string]bool {
 // log to what was written), the file holds its header and the entries.
 func TestVlogEntryBytesIsBadgers(t *testing.T) {
 	o := testOptions()
-	dir := t.TempDir()
-	s, err := Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dir := openIn(t, o)
 	var want uintptr
-	err = s.Update(func(tx *Txn) error {
+	err := s.Update(func(tx *Txn) error {
 		for i, n := range []int{vlogThreshold, 300, 4105, 20000, 200000} {
 			key, val := []byte(fmt.Sprintf("key %d", i)), bytes.Repeat([]byte{'v'}, n)
 			want += s.vlogEntryBytes(1+len(key), val)
