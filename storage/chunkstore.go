@@ -407,9 +407,9 @@ func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate, sc *putScra
 			s.chunks.Add(res.newChunks)
 			s.rawBytes.Add(res.rawBytes)
 			s.storedBytes.Add(res.storedBytes)
-			// Packs come in streams (imports, seals): have the value-log
+			// Packs are a stream of large values: have the value-log
 			// pages ahead of the writer ready (see vlogPrefaulter).
-			s.prefaultVlog(res.vlogBytes, prefaultMinPacks)
+			s.prefaultVlog(res.vlogBytes, true)
 			return res, nil
 		}
 		if l != nil {

@@ -57,7 +57,7 @@ func (s *Store) Update(fn func(tx *Txn) error) error {
 		if err == nil {
 			s.referencedRaw.Add(t.refRaw)
 			s.holds.markReferenced(t.referenced)
-			s.prefaultVlog(t.vlog, prefaultMinCommit)
+			s.prefaultVlog(t.vlog, false)
 			return nil
 		}
 		switch {

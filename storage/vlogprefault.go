@@ -117,13 +117,6 @@ const (
 // move the estimate of the write offset.
 const prefaultMinCommit = 1 << 20
 
-// prefaultMinPacks: a put whose packs send this much to the value log
-// starts a round as well. Puts come in streams (an import's batches of
-// 1 MiB of raw data, a seal's batches of 32 merged chunks) whose packs are
-// tens to hundreds of KB each, under prefaultMinCommit, yet together they
-// are the writer's page faults; a lone small Put is not.
-const prefaultMinPacks = 64 << 10
-
 const (
 	madvPopulateWrite = 23 // MADV_POPULATE_WRITE, Linux 5.14
 	madvPageout       = 21 // MADV_PAGEOUT, Linux 5.4
@@ -168,9 +161,10 @@ func uvarintLen(n int) int {
 const vlogThreshold = 256
 
 // prefaultVlog notes that a commit sent n bytes to the value log and makes
-// sure a round of populating runs if n is at least startAt
-// (prefaultMinCommit, or prefaultMinPacks for puts).
-func (s *Store) prefaultVlog(n, startAt uintptr) {
+// sure a round of populating runs if the commit was big (n at least
+// prefaultMinCommit) or is one of a stream of large values (bulk: the
+// packs of imports and seals).
+func (s *Store) prefaultVlog(n uintptr, bulk bool) {
 	if n == 0 || prefaultBroken.Load() {
 		return
 	}
@@ -185,7 +179,7 @@ func (s *Store) prefaultVlog(n, startAt uintptr) {
 	p := v.(*vlogPrefaulter)
 	p.mu.Lock()
 	p.pending += n
-	if p.running || n < startAt {
+	if p.running || (n < prefaultMinCommit && !bulk) {
 		p.mu.Unlock()
 		return
 	}

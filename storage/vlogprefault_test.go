@@ -299,8 +299,7 @@ func TestVlogEntryBytesIsBadgers(t *testing.T) {
 const vlogHeaderBytes = 20
 
 // TestValueLogPrefaultSkipsSmallCommits: commits under prefaultMinCommit
-// (random 4 KiB writes) and puts of a few chunks start no round, so their
-// syncs write no zero pages.
+// (random 4 KiB writes) start no round, so their syncs write no zero pages.
 func TestValueLogPrefaultSkipsSmallCommits(t *testing.T) {
 	s := openTest(t, testOptions())
 	for n := 0; n < 50; n++ {
@@ -308,12 +307,6 @@ func TestValueLogPrefaultSkipsSmallCommits(t *testing.T) {
 			return tx.SetRef([]byte(fmt.Sprintf("k%08d", n)), recordValue(n))
 		})
 		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	rng := rand.New(rand.NewPCG(75, 76))
-	for range 3 {
-		if _, err := s.PutMany([][]byte{randomChunk(rng, 4096), randomChunk(rng, 4096)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
