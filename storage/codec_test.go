@@ -6,16 +6,23 @@ import (
 	"testing"
 )
 
+// testCodec is a codec at the default level, closed when the test ends.
+func testCodec(t *testing.T) *codec {
+	t.Helper()
+	c, err := newCodec(1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
 // TestDecodeWritesOnlyTheChunk: decode fills exactly the chunk's bytes of
 // dst, whatever dst's capacity. The zstd decoder's fast path may write up
 // to 15 bytes past a frame's end; a caller's buffer past the chunk (the
 // rest of a read, say) must never see them.
 func TestDecodeWritesOnlyTheChunk(t *testing.T) {
-	c, err := newCodec(1, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
+	c := testCodec(t)
 	rng := rand.New(rand.NewPCG(61, 62))
 	for _, raw := range [][]byte{textChunk(rng, 4096), textChunk(rng, 1000), randomChunk(rng, 4096)} {
 		rec := c.encode(raw, nil)
@@ -39,11 +46,7 @@ func TestDecodeWritesOnlyTheChunk(t *testing.T) {
 // zstd saves at least an eighth of it; below that it is stored raw, and
 // both read back exactly.
 func TestLowSavingChunksAreStoredRaw(t *testing.T) {
-	c, err := newCodec(1, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
+	c := testCodec(t)
 	rng := rand.New(rand.NewPCG(63, 64))
 	for _, tc := range []struct {
 		zeros int // leading zero bytes in an otherwise random 4 KiB chunk
