@@ -103,7 +103,9 @@ func (s *Store) Audit(ctx context.Context, refs RefSource, verify bool) (AuditRe
 // verifyAll decodes and checksums every stored chunk, streaming. It walks
 // the reference records and the packs side by side (both in id order), so
 // a record whose body is missing is reported as corrupt and a body without
-// a record (space nobody can free) as leaked. A pack whose slot table is
+// a record (space nobody can free) as leaked, unless it is fresh (held by
+// the lease of the put that created it, see fresh.go) or got its record
+// after the audit's snapshot. A pack whose slot table is
 // damaged makes every record of its id range corrupt.
 func (s *Store) verifyAll(ctx context.Context, rep *AuditReport) error {
 	err := s.db.View(func(tx *badger.Txn) error {
@@ -156,7 +158,7 @@ func (s *Store) verifyAll(ctx context.Context, rep *AuditReport) error {
 				return eachPackRecord(v, func(slot int, rec []byte) error {
 					id := base + ChunkID(slot)
 					noBodyBefore(id)
-					if !hasRecord(id) {
+					if !hasRecord(id) && !s.freshOrRecordedNow(id) {
 						rep.Leaked = append(rep.Leaked, id)
 						return nil
 					}

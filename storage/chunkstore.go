@@ -229,6 +229,9 @@ func (s *Store) init() error {
 	if s.codec, err = newCodec(s.opts.CompressionLevel, s.opts.workers()); err != nil {
 		return fmt.Errorf("storage: codec: %w", err)
 	}
+	if err := s.recoverFresh(); err != nil {
+		return err
+	}
 	return s.recount()
 }
 
@@ -404,6 +407,9 @@ func (s *Store) commitPuts(items []*putItem, l *Lease, gate cpuGate, sc *putScra
 		added = added[:0]
 		res, err := s.tryPuts(items, l, &added, gate, sc)
 		if err == nil {
+			if l != nil {
+				l.addPacks(sc.bases)
+			}
 			s.chunks.Add(res.newChunks)
 			s.rawBytes.Add(res.rawBytes)
 			s.storedBytes.Add(res.storedBytes)
@@ -455,11 +461,11 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 	gate.enter()
 	defer tx.Discard()
 	sc.reset(len(items))
-	hold := func(id ChunkID) error {
+	hold := func(id ChunkID, facts *chunkFacts) error {
 		if l == nil {
 			return nil
 		}
-		fresh, err := l.add(id)
+		fresh, err := l.add(id, facts)
 		if fresh {
 			*added = append(*added, id)
 		}
@@ -470,6 +476,7 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 	// New chunks go into packs of up to perPack slots, one pack after
 	// another; each is staged once full and the last after the loop.
 	perPack := slotsPerPack(s.chunkSize)
+	var ps *packStage
 	var pack *packBuilder
 	var base ChunkID
 	stagePack := func() error {
@@ -478,7 +485,17 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 		}
 		key, val := sc.idKey(nsPack, base), pack.finish()
 		res.vlogBytes += s.vlogEntryBytes(len(key), val)
-		return sc.set(tx, key, val)
+		if err := sc.set(tx, key, val); err != nil {
+			return err
+		}
+		if l == nil {
+			return nil
+		}
+		// The pack's fresh marker (see fresh.go).
+		key = sc.idKey(nsFresh, base)
+		res.vlogBytes += s.vlogEntryBytes(len(key), ps.facts)
+		sc.bases = append(sc.bases, base)
+		return sc.set(tx, key, ps.facts)
 	}
 	for _, it := range items {
 		if it.zero {
@@ -511,32 +528,33 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 				if base, err = s.nextPackBase(); err != nil {
 					return res, err
 				}
-				pack = sc.pack(min(s.packBytes, perPack*(s.chunkSize+recordHeader)))
+				ps = sc.pack(min(s.packBytes, perPack*(s.chunkSize+recordHeader)), perPack)
+				pack = &ps.b
 			}
 			id := base + ChunkID(pack.slots())
-			if err := hold(id); err != nil {
+			facts := chunkFacts{rawLen: uint32(len(it.raw)), storedLen: uint32(len(it.rec)), hash: it.hash}
+			if err := hold(id, &facts); err != nil {
 				return res, err
 			}
 			pack.add(it.rec)
-			// Fresh: count 0 and not in the GC queue (zeroSince 0). The
-			// lease holds it; Release (or Open, after a crash) queues it
-			// if it is still unreferenced then. Not queueing here saves a
-			// queue entry now and its deletion when the chunk is first
-			// referenced, which is what happens to nearly every chunk.
-			rr := refRecord{rawLen: uint32(len(it.raw)), storedLen: uint32(len(it.rec)), hash: it.hash}
-			if l == nil {
-				// No lease will queue it: queue it now; GCGrace is all
-				// that protects it.
-				rr.zeroSince = time.Now().UnixNano()
-				if err := tx.Set(zeroKey(rr.zeroSince, id), nil); err != nil {
-					return res, err
-				}
-			}
 			if err := sc.set(tx, hk, sc.idValue(id)); err != nil {
 				return res, err
 			}
-			if err := sc.set(tx, sc.idKey(nsRef, id), sc.ref(&rr)); err != nil {
-				return res, err
+			if l != nil {
+				// Fresh: the lease holds it, and its reference record is
+				// written by the first AddRef, or by the Release that
+				// queues it if it is still unreferenced then (fresh.go).
+				ps.facts = appendFacts(ps.facts, &facts)
+			} else {
+				// No lease will queue it: queue it now; GCGrace is all
+				// that protects it.
+				rr := refRecord{zeroSince: time.Now().UnixNano(), chunkFacts: facts}
+				if err := tx.Set(zeroKey(rr.zeroSince, id), nil); err != nil {
+					return res, err
+				}
+				if err := sc.set(tx, sc.idKey(nsRef, id), sc.ref(&rr)); err != nil {
+					return res, err
+				}
 			}
 			created[id] = struct{}{}
 			it.id, it.isNew = id, true
@@ -552,7 +570,7 @@ func (s *Store) tryPuts(items []*putItem, l *Lease, added *[]ChunkID, gate cpuGa
 	}
 	sc.exist = existing
 	if len(existing) > 0 {
-		ok, err := s.holdExisting(existing, hold)
+		ok, err := s.holdExisting(existing, func(id ChunkID) error { return hold(id, nil) })
 		if err != nil {
 			return res, err
 		}
@@ -619,6 +637,11 @@ func (s *Store) holdExisting(ids []ChunkID, hold func(ChunkID) error) (bool, err
 		for _, id := range ids {
 			_, err := tx.Get(idKey(nsRef, id))
 			if errors.Is(err, badger.ErrKeyNotFound) {
+				if _, fresh := s.holds.freshFacts(id); fresh {
+					// Created by a put under a lease that holds it
+					// still: GC cannot have freed it (fresh.go).
+					continue
+				}
 				all = false
 				return nil
 			}

@@ -43,7 +43,8 @@
 //	err = s.Update(func(tx *Txn) error { ... tx.Set(...); tx.AddRef(id, 1) ... })
 //
 // A new chunk starts fresh: count 0, held by the lease, not yet in the GC
-// queue. Once the map that uses it has committed (count >= 1) the lease no
+// queue, and without a reference record until it is first referenced or
+// queued (fresh.go; ChunkInfo and the audit see it all the same). Once the map that uses it has committed (count >= 1) the lease no
 // longer matters (Lease.Forget lets a long import drop such chunks early).
 // Deleting the map is the reverse: AddRef(id, -1) in the transaction that
 // deletes it. A count reaching zero puts the chunk in the GC queue; so does

@@ -16,6 +16,7 @@ const (
 	nsChunk byte = 'c' // format 1 (before packs): 'c' + id -> one record; never written now
 	nsRef   byte = 'r' // reference record: 'r' + id -> refRecord
 	nsZero  byte = 'z' // GC queue: 'z' + zeroSince + id -> nothing
+	nsFresh byte = 'f' // fresh-pack marker: 'f' + pack base -> chunkFacts of its slots (fresh.go)
 	nsFlush byte = 'x' // scratch key used to force a memtable flush
 )
 
@@ -66,18 +67,40 @@ func parseIDKey(k []byte) (ChunkID, bool) {
 	return ChunkID(binary.BigEndian.Uint64(k[1:])), true
 }
 
-// refRecord is the small per-chunk record that lives in the LSM tree (well
-// under the value threshold), so counting, GC and Stats never touch the
-// value log where chunk bodies are.
-type refRecord struct {
-	count     int64
-	zeroSince int64 // unix nanoseconds when count last became 0; 0 while referenced
+// chunkFacts are what a chunk's reference record says about the chunk
+// itself, fixed from its put on: sizes and content hash.
+type chunkFacts struct {
 	rawLen    uint32
 	storedLen uint32
 	hash      chunkHash
 }
 
-const refRecordSize = 8 + 8 + 4 + 4 + hashSize
+const chunkFactsSize = 4 + 4 + hashSize
+
+// marshalTo writes the facts into b (chunkFactsSize bytes).
+func (f *chunkFacts) marshalTo(b []byte) {
+	binary.LittleEndian.PutUint32(b[0:4], f.rawLen)
+	binary.LittleEndian.PutUint32(b[4:8], f.storedLen)
+	copy(b[8:], f.hash[:])
+}
+
+func (f *chunkFacts) unmarshal(b []byte) {
+	f.rawLen = binary.LittleEndian.Uint32(b[0:4])
+	f.storedLen = binary.LittleEndian.Uint32(b[4:8])
+	copy(f.hash[:], b[8:])
+}
+
+// refRecord is the small per-chunk record that lives in the LSM tree (well
+// under the value threshold), so counting, GC and Stats never touch the
+// value log where chunk bodies are. A chunk put under a lease has none
+// until it is first referenced or queued (fresh.go).
+type refRecord struct {
+	count     int64
+	zeroSince int64 // unix nanoseconds when count last became 0; 0 while referenced
+	chunkFacts
+}
+
+const refRecordSize = 8 + 8 + chunkFactsSize
 
 func (r *refRecord) marshal() []byte {
 	b := make([]byte, refRecordSize)
@@ -89,9 +112,7 @@ func (r *refRecord) marshal() []byte {
 func (r *refRecord) marshalTo(b []byte) {
 	binary.LittleEndian.PutUint64(b[0:8], uint64(r.count))
 	binary.LittleEndian.PutUint64(b[8:16], uint64(r.zeroSince))
-	binary.LittleEndian.PutUint32(b[16:20], r.rawLen)
-	binary.LittleEndian.PutUint32(b[20:24], r.storedLen)
-	copy(b[24:], r.hash[:])
+	r.chunkFacts.marshalTo(b[16:])
 }
 
 func (r *refRecord) unmarshal(b []byte) error {
@@ -100,8 +121,6 @@ func (r *refRecord) unmarshal(b []byte) error {
 	}
 	r.count = int64(binary.LittleEndian.Uint64(b[0:8]))
 	r.zeroSince = int64(binary.LittleEndian.Uint64(b[8:16]))
-	r.rawLen = binary.LittleEndian.Uint32(b[16:20])
-	r.storedLen = binary.LittleEndian.Uint32(b[20:24])
-	copy(r.hash[:], b[24:])
+	r.chunkFacts.unmarshal(b[16:])
 	return nil
 }

@@ -17,6 +17,11 @@ type Lease struct {
 	mu       sync.Mutex
 	ids      map[ChunkID]struct{}
 	released bool
+	// packs are the packs this lease's puts created, whose fresh markers
+	// Release deletes once every chunk in them has its reference record
+	// (see fresh.go). queueFailed keeps them: a chunk may lack its record.
+	packs       []ChunkID
+	queueFailed bool
 }
 
 // NewLease starts a lease.
@@ -40,12 +45,22 @@ func (l *Lease) Release() {
 	}
 	// Queue before dropping the holds, so no moment exists where a chunk
 	// is neither held nor queued. If queueing fails (the store is closing)
-	// the chunks stay fresh and Open queues them.
-	_ = l.s.queueFresh(l.s.holds.unreferenced(ids))
+	// the chunks stay fresh, and their packs' markers tell Open to queue
+	// them.
+	if err := l.s.queueFresh(l.s.holds.unreferenced(ids)); err != nil {
+		l.queueFailed = true
+	}
+	if !l.queueFailed {
+		// Every chunk of the lease's packs now has its record: referenced
+		// (marked), queued just now, or queued when Forget dropped it.
+		// A marker left behind costs Open a look at its pack, no more.
+		_ = l.s.dropFreshMarkers(l.packs)
+	}
 	for _, id := range ids {
 		l.s.holds.dec(id)
 	}
 	l.ids = nil
+	l.packs = nil
 }
 
 // Forget stops holding ids that a committed transaction now references,
@@ -62,8 +77,10 @@ func (l *Lease) Held() int {
 }
 
 // add holds id; fresh reports whether this lease did not hold it yet (and
-// so the caller must undo with drop if its transaction fails).
-func (l *Lease) add(id ChunkID) (fresh bool, err error) {
+// so the caller must undo with drop if its transaction fails). facts is
+// non-nil for a chunk the caller's put creates: the hold set keeps them
+// until the chunk has a reference record (see fresh.go).
+func (l *Lease) add(id ChunkID, facts *chunkFacts) (fresh bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.released {
@@ -73,8 +90,22 @@ func (l *Lease) add(id ChunkID) (fresh bool, err error) {
 		return false, nil
 	}
 	l.ids[id] = struct{}{}
-	l.s.holds.inc(id)
+	l.s.holds.inc(id, facts)
 	return true, nil
+}
+
+// addPacks records packs that a committed put of this lease created. On a
+// released lease (a put racing Release, which callers avoid) they keep
+// their markers, and Open queues what is left fresh.
+func (l *Lease) addPacks(bases []ChunkID) {
+	if len(bases) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.released {
+		l.packs = append(l.packs, bases...)
+	}
 }
 
 // drop undoes add for ids whose transaction did not commit.
@@ -89,7 +120,9 @@ func (l *Lease) dropIDs(ids []ChunkID, queue bool) {
 		return
 	}
 	if queue {
-		_ = l.s.queueFresh(l.s.holds.unreferenced(ids))
+		if err := l.s.queueFresh(l.s.holds.unreferenced(ids)); err != nil {
+			l.queueFailed = true
+		}
 	}
 	for _, id := range ids {
 		if _, ok := l.ids[id]; ok {
@@ -114,10 +147,14 @@ type holdShard struct {
 // holdEntry is one held chunk: how many leases hold it, and whether its
 // count has left zero since it was put or last queued. Such a chunk needs
 // no queueing when its holds end: it is referenced, or the AddRef that
-// took it back to zero queued it.
+// took it back to zero queued it. A chunk put under a lease also keeps the
+// facts its reference record will hold, which is written only when it is
+// first referenced or queued (fresh.go); new says the facts are set.
 type holdEntry struct {
 	n          int32
 	referenced bool
+	new        bool
+	facts      chunkFacts
 }
 
 func (h *holdSet) init() {
@@ -130,13 +167,28 @@ func (h *holdSet) shard(id ChunkID) *holdShard {
 	return &h.shards[uint64(id)*0x9E3779B97F4A7C15>>58]
 }
 
-func (h *holdSet) inc(id ChunkID) {
+// inc adds a hold on id; facts, if not nil, are those of a chunk being
+// created.
+func (h *holdSet) inc(id ChunkID, facts *chunkFacts) {
 	sh := h.shard(id)
 	sh.mu.Lock()
 	e := sh.m[id]
 	e.n++
+	if facts != nil {
+		e.new, e.facts = true, *facts
+	}
 	sh.m[id] = e
 	sh.mu.Unlock()
+}
+
+// freshFacts returns the facts of a held chunk that its put created, for
+// one that may still lack its reference record.
+func (h *holdSet) freshFacts(id ChunkID) (chunkFacts, bool) {
+	sh := h.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.m[id]
+	return e.facts, ok && e.new
 }
 
 func (h *holdSet) dec(id ChunkID) {
@@ -192,7 +244,10 @@ func (h *holdSet) unreferenced(ids []ChunkID) []ChunkID {
 }
 
 // queueFresh puts the chunks among ids that are still fresh (count 0,
-// never queued) into the GC queue, in transactions of bounded size.
+// never queued: no reference record yet, or one with count and zeroSince
+// 0 from before records were lazy) into the GC queue, in transactions of
+// bounded size. The caller holds ids, so a chunk without a record is one
+// a put created and the hold set has its facts.
 func (s *Store) queueFresh(ids []ChunkID) error {
 	const batch = 1024
 	for len(ids) > 0 {
@@ -206,7 +261,21 @@ func (s *Store) queueFresh(ids []ChunkID) error {
 					rk := idKey(nsRef, id)
 					rr, err := getRef(tx, rk)
 					if errors.Is(err, ErrNotFound) {
-						continue
+						facts, ok := s.holds.freshFacts(id)
+						if !ok {
+							continue // gone
+						}
+						// A put racing Release may not have committed
+						// yet: queue only a body that exists. (Reading
+						// the pack makes this transaction conflict with
+						// a put that commits it meanwhile.)
+						if ok, err := slotExists(tx, id); err != nil || !ok {
+							if err != nil {
+								return err
+							}
+							continue
+						}
+						rr, err = refRecord{chunkFacts: facts}, nil
 					}
 					if err != nil {
 						return err

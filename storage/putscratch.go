@@ -22,8 +22,16 @@ type putScratch struct {
 	used    int // entries handed out
 	created map[ChunkID]struct{}
 	exist   []ChunkID
-	packs   []packBuilder // the transaction's packs, buffers kept
+	packs   []packStage // the transaction's packs, buffers kept
 	npacks  int
+	bases   []ChunkID // bases of the packs staged with fresh markers
+}
+
+// packStage is one pack a put transaction builds, and its fresh marker's
+// value (fresh.go).
+type packStage struct {
+	b     packBuilder
+	facts []byte
 }
 
 // putSlabPerChunk is what a new chunk takes from the slab: hash key, id
@@ -47,20 +55,25 @@ func (p *putScratch) reset(n int) {
 	clear(p.created)
 	p.exist = p.exist[:0]
 	p.npacks = 0
+	p.bases = p.bases[:0]
 }
 
-// pack returns the transaction's next pack builder, reset, with room for
-// about capacity bytes of records. Its buffer is the one an earlier
-// transaction used, if any: Badger is done with it once that commit
-// returned.
-func (p *putScratch) pack(capacity int) *packBuilder {
+// pack returns the transaction's next pack, reset, with room for about
+// capacity bytes of records and slots chunks' facts. Its buffers are the
+// ones an earlier transaction used, if any: Badger is done with them once
+// that commit returned.
+func (p *putScratch) pack(capacity, slots int) *packStage {
 	if p.npacks == len(p.packs) {
-		p.packs = append(p.packs, packBuilder{})
+		p.packs = append(p.packs, packStage{})
 	}
-	b := &p.packs[p.npacks]
+	ps := &p.packs[p.npacks]
 	p.npacks++
-	b.reset(capacity)
-	return b
+	ps.b.reset(capacity)
+	if cap(ps.facts) < slots*chunkFactsSize {
+		ps.facts = make([]byte, 0, slots*chunkFactsSize)
+	}
+	ps.facts = ps.facts[:0]
+	return ps
 }
 
 // take returns n bytes of the slab. A slab too small (only if the caller

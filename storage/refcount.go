@@ -10,8 +10,8 @@ import (
 // ignored. A count that would fall below zero is an error wrapping
 // ErrRefUnderflow; an unknown chunk is an error wrapping ErrNotFound.
 //
-// The count lives in the chunk's reference record, read and written in
-// this transaction, so a GC that frees the chunk concurrently conflicts
+// The count lives in the chunk's reference record (created here for a
+// fresh chunk, see fresh.go), read and written in this transaction, so a GC that frees the chunk concurrently conflicts
 // with it and one of the two commits fails (see gc.go). A count reaching
 // zero enters the GC queue with the time; leaving zero takes it out.
 func (t *Txn) AddRef(id ChunkID, delta int64) error {
@@ -19,7 +19,7 @@ func (t *Txn) AddRef(id ChunkID, delta int64) error {
 		return nil
 	}
 	rk := idKey(nsRef, id)
-	rr, err := getRef(t.tx, rk)
+	rr, err := t.record(id)
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%w: chunk %d", ErrNotFound, id)
 	}
@@ -71,7 +71,7 @@ func (t *Txn) ChunkInfo(id ChunkID) (ChunkInfo, error) {
 	if id == ZeroChunk {
 		return ChunkInfo{}, nil
 	}
-	rr, err := getRef(t.tx, idKey(nsRef, id))
+	rr, err := t.record(id)
 	if errors.Is(err, ErrNotFound) {
 		return ChunkInfo{}, fmt.Errorf("%w: chunk %d", ErrNotFound, id)
 	}
