@@ -75,9 +75,10 @@ type Store struct {
 	lastGCErr error
 	lastGCAt  time.Time
 
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	openSerial uint64 // this Open's number (see vlogPrefaulter)
 }
 
 // commitRetries bounds how often a transaction that lost a conflict is run
@@ -102,7 +103,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, dir: dir, opts: opts, stop: make(chan struct{})}
+	s := &Store{db: db, dir: dir, opts: opts, stop: make(chan struct{}), openSerial: openSerials.Add(1)}
 	s.packBytes = int(min(2*packMaxRaw, db.Opts().ValueLogFileSize/2))
 	s.holds.init()
 	if err := s.init(); err != nil {

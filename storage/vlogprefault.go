@@ -66,10 +66,11 @@ type vlogPrefaulter struct {
 
 	cur vlogFile // the newest value-log file, as last seen
 	// looked is cur.est when /proc/self/maps was last read; lookNow asks
-	// for a read at the next round (a run starts: the store may have been
-	// reopened).
+	// for a read at the next round (a run starts for a store opened anew,
+	// which maps its files anew). opened is that store's openSerial.
 	looked  uintptr
 	lookNow bool
+	opened  uint64
 }
 
 // lookEvery bounds how far the estimate moves between reads of
@@ -131,7 +132,8 @@ const (
 )
 
 var (
-	prefaulters     sync.Map // absolute dir -> *vlogPrefaulter
+	prefaulters     sync.Map      // absolute dir -> *vlogPrefaulter
+	openSerials     atomic.Uint64 // numbers each Open, for vlogPrefaulter.opened
 	prefaultBroken  atomic.Bool
 	dropBroken      atomic.Bool
 	errNoVlogMapped = errors.New("no value-log mapping")
@@ -190,7 +192,12 @@ func (s *Store) prefaultVlog(n uintptr, bulk bool) {
 		return
 	}
 	p.running = true
-	p.lookNow = true
+	if p.opened != s.openSerial {
+		// Reading /proc/self/maps at every run's start instead cost 2 %
+		// of an import's CPU: its batches start a run each.
+		p.opened = s.openSerial
+		p.lookNow = true
+	}
 	p.mu.Unlock()
 	go p.run(s)
 }
