@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	mathbits "math/bits"
 	"sync"
 	"time"
 
@@ -13,9 +14,15 @@ import (
 // import or seal can write chunks before the map that references them is
 // committed.
 type Lease struct {
-	s        *Store
-	mu       sync.Mutex
+	s  *Store
+	mu sync.Mutex
+	// ids are the chunks held that puts under this lease found stored
+	// already; made are the slots held, per pack, of the chunks its puts
+	// created. A set per pack instead of an entry per chunk: an import
+	// creates hundreds of thousands, and a map of that many, probed at
+	// random, cost 2.5 % of an import's CPU in cache misses.
 	ids      map[ChunkID]struct{}
+	made     map[ChunkID]*slotSet
 	released bool
 	// packs are the packs this lease's puts created, whose fresh markers
 	// Release deletes once every chunk in them has its reference record
@@ -26,7 +33,69 @@ type Lease struct {
 
 // NewLease starts a lease.
 func (s *Store) NewLease() *Lease {
-	return &Lease{s: s, ids: make(map[ChunkID]struct{})}
+	return &Lease{s: s, ids: make(map[ChunkID]struct{}), made: make(map[ChunkID]*slotSet)}
+}
+
+// slotSet is a set of slots of one pack.
+type slotSet [packSlots / 64]uint64
+
+func (ss *slotSet) has(slot int) bool { return ss[slot/64]&(1<<(slot%64)) != 0 }
+func (ss *slotSet) set(slot int)      { ss[slot/64] |= 1 << (slot % 64) }
+func (ss *slotSet) clear(slot int)    { ss[slot/64] &^= 1 << (slot % 64) }
+
+func (ss *slotSet) empty() bool { return *ss == slotSet{} }
+
+// heldIDs lists every chunk the lease holds.
+func (l *Lease) heldIDs() []ChunkID {
+	ids := make([]ChunkID, 0, l.heldCount())
+	for id := range l.ids {
+		ids = append(ids, id)
+	}
+	for base, ss := range l.made {
+		for w, bits := range ss {
+			for ; bits != 0; bits &= bits - 1 {
+				ids = append(ids, base+ChunkID(w*64+mathbits.TrailingZeros64(bits)))
+			}
+		}
+	}
+	return ids
+}
+
+func (l *Lease) heldCount() int {
+	n := len(l.ids)
+	for _, ss := range l.made {
+		for _, bits := range ss {
+			n += mathbits.OnesCount64(bits)
+		}
+	}
+	return n
+}
+
+// holds reports whether the lease holds id.
+func (l *Lease) holds(id ChunkID) bool {
+	if _, ok := l.ids[id]; ok {
+		return true
+	}
+	ss := l.made[packBase(id)]
+	return ss != nil && ss.has(packSlotOf(id))
+}
+
+// unhold forgets id, if held, and reports whether it was.
+func (l *Lease) unhold(id ChunkID) bool {
+	if _, ok := l.ids[id]; ok {
+		delete(l.ids, id)
+		return true
+	}
+	base := packBase(id)
+	ss := l.made[base]
+	if ss == nil || !ss.has(packSlotOf(id)) {
+		return false
+	}
+	ss.clear(packSlotOf(id))
+	if ss.empty() {
+		delete(l.made, base)
+	}
+	return true
 }
 
 // Release ends the lease; chunks still at zero references become
@@ -39,10 +108,7 @@ func (l *Lease) Release() {
 		return
 	}
 	l.released = true
-	ids := make([]ChunkID, 0, len(l.ids))
-	for id := range l.ids {
-		ids = append(ids, id)
-	}
+	ids := l.heldIDs()
 	// Queue before dropping the holds, so no moment exists where a chunk
 	// is neither held nor queued. If queueing fails (the store is closing)
 	// the chunks stay fresh, and their packs' markers tell Open to queue
@@ -59,7 +125,7 @@ func (l *Lease) Release() {
 	for _, id := range ids {
 		l.s.holds.dec(id)
 	}
-	l.ids = nil
+	l.ids, l.made = nil, nil
 	l.packs = nil
 }
 
@@ -73,7 +139,7 @@ func (l *Lease) Forget(ids []ChunkID) { l.dropIDs(ids, true) }
 func (l *Lease) Held() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.ids)
+	return l.heldCount()
 }
 
 // add holds id; fresh reports whether this lease did not hold it yet (and
@@ -86,10 +152,21 @@ func (l *Lease) add(id ChunkID, facts *chunkFacts) (fresh bool, err error) {
 	if l.released {
 		return false, ErrLeaseReleased
 	}
-	if _, ok := l.ids[id]; ok {
-		return false, nil
+	if facts != nil {
+		// A chunk being created: no lease can hold it yet.
+		base := packBase(id)
+		ss := l.made[base]
+		if ss == nil {
+			ss = new(slotSet)
+			l.made[base] = ss
+		}
+		ss.set(packSlotOf(id))
+	} else {
+		if l.holds(id) {
+			return false, nil
+		}
+		l.ids[id] = struct{}{}
 	}
-	l.ids[id] = struct{}{}
 	l.s.holds.inc(id, facts)
 	return true, nil
 }
@@ -125,8 +202,7 @@ func (l *Lease) dropIDs(ids []ChunkID, queue bool) {
 		}
 	}
 	for _, id := range ids {
-		if _, ok := l.ids[id]; ok {
-			delete(l.ids, id)
+		if l.unhold(id) {
 			l.s.holds.dec(id)
 		}
 	}

@@ -154,3 +154,51 @@ func TestAuditIsOneSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLeaseCountsWhatItMadeAndFound: a lease holds each chunk once,
+// whether its puts created it (kept per pack) or found it; Forget and
+// Release let go of exactly theirs, and a chunk another lease holds stays.
+func TestLeaseCountsWhatItMadeAndFound(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(47, 48))
+	raws := make([][]byte, 300) // more than one pack's slots
+	for i := range raws {
+		raws[i] = textChunk(rng, 4096)
+	}
+	l := s.NewLease()
+	ids, err := s.PutMany(raws, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutMany(raws[:10], l); err != nil { // its own chunks again
+		t.Fatal(err)
+	}
+	if n := l.Held(); n != 300 {
+		t.Fatalf("lease holds %d, want 300", n)
+	}
+	l.Forget(ids[:100])
+	if n := l.Held(); n != 200 {
+		t.Fatalf("after Forget: lease holds %d, want 200", n)
+	}
+	for i, id := range ids {
+		if held := s.holds.held(id); held != (i >= 100) {
+			t.Fatalf("chunk %d (put %d): held %v after Forget", id, i, held)
+		}
+	}
+	l2 := s.NewLease()
+	if _, err := s.PutMany(raws[295:], l2); err != nil {
+		t.Fatal(err)
+	}
+	if n := l2.Held(); n != 5 {
+		t.Fatalf("second lease holds %d, want 5", n)
+	}
+	l.Release()
+	if st, err := s.GC(context.Background()); err != nil || st.FreedChunks != 295 {
+		t.Fatalf("GC freed %d (%v), want 295", st.FreedChunks, err)
+	}
+	l2.Release()
+	if st, err := s.GC(context.Background()); err != nil || st.FreedChunks != 5 {
+		t.Fatalf("GC freed %d (%v), want the last 5", st.FreedChunks, err)
+	}
+	auditOf(t, s)
+}
