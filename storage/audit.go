@@ -16,7 +16,7 @@ type RefSource func(tx *Txn, yield func(ChunkID) error) error
 
 // AuditReport compares stored counts with counts rebuilt from the maps.
 type AuditReport struct {
-	Chunks   int64
+	Chunks   int64     // chunks with a reference record (a fresh chunk, held by the lease that put it, has none yet)
 	Leaked   []ChunkID // stored count higher than the maps' (space never freed)
 	Missing  []ChunkID // stored count lower than the maps' (would be freed too early)
 	Dangling []ChunkID // referenced by a map but not stored
