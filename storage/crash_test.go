@@ -119,14 +119,7 @@ func TestSyncedWritesSurviveKill(t *testing.T) {
 				t.Fatalf("round %d: chunk %d: %v", round, id, err)
 			}
 		}
-		rep, err := s.Audit(context.Background(), func(_ *Txn, yield func(ChunkID) error) error {
-			for _, id := range ids {
-				if err := yield(id); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, true)
+		rep, err := s.Audit(context.Background(), refsOf(ids...), true)
 		if err != nil || !rep.Clean() {
 			t.Fatalf("round %d: audit %+v %v", round, rep, err)
 		}

@@ -7,18 +7,38 @@ import (
 	"testing"
 )
 
-// auditOf audits s against references to ids (one each) and fails unless
-// the audit, with verify, is clean.
-func auditOf(t *testing.T, s *Store, ids ...ChunkID) {
-	t.Helper()
-	rep, err := s.Audit(context.Background(), func(_ *Txn, yield func(ChunkID) error) error {
+// refsOf is a RefSource of one reference to each of ids.
+func refsOf(ids ...ChunkID) RefSource {
+	return func(_ *Txn, yield func(ChunkID) error) error {
 		for _, id := range ids {
 			if err := yield(id); err != nil {
 				return err
 			}
 		}
 		return nil
-	}, true)
+	}
+}
+
+// addRefs adds one reference to each of ids in one transaction.
+func addRefs(t testing.TB, s *Store, ids ...ChunkID) {
+	t.Helper()
+	if err := s.Update(func(tx *Txn) error {
+		for _, id := range ids {
+			if err := tx.AddRef(id, 1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// auditOf audits s against references to ids (one each) and fails unless
+// the audit, with verify, is clean.
+func auditOf(t *testing.T, s *Store, ids ...ChunkID) {
+	t.Helper()
+	rep, err := s.Audit(context.Background(), refsOf(ids...), true)
 	if err != nil || !rep.Clean() {
 		t.Fatalf("audit %+v %v", rep, err)
 	}

@@ -425,16 +425,7 @@ func TestAuditFindsLeakedMissingDangling(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	if err := s.Update(func(tx *Txn) error {
-		for _, id := range ids {
-			if err := tx.AddRef(id, 1); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	addRefs(t, s, ids...)
 	// The maps: ids[0] once (clean), ids[1] never (leaked), ids[2] twice
 	// (missing), and an id the store never had (dangling). ids[3] once.
 	const ghost = ChunkID(999999)
@@ -473,16 +464,7 @@ func TestDeleteEverythingGCFreesAllAndDiskShrinks(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	if err := s.Update(func(tx *Txn) error {
-		for _, id := range ids {
-			if err := tx.AddRef(id, 1); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	addRefs(t, s, ids...)
 	l.Release()
 	ctx := context.Background()
 	if st, err := s.GC(ctx); err != nil || st.FreedChunks != 0 {
@@ -900,16 +882,7 @@ func TestAuditVerifyFindsMissingAndOrphanBodies(t *testing.T) {
 		ids = append(ids, id)
 	}
 	// Referenced, so they have their reference records (fresh.go).
-	if err := s.Update(func(tx *Txn) error {
-		for _, id := range ids {
-			if err := tx.AddRef(id, 1); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	addRefs(t, s, ids...)
 	// ids[1]'s slot loses its record; an orphan record lands in a pack of
 	// its own that no reference record points at.
 	const orphan = ChunkID(777777 << packSlotBits)
@@ -938,15 +911,7 @@ func TestAuditVerifyFindsMissingAndOrphanBodies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refs := func(_ *Txn, yield func(ChunkID) error) error {
-		for _, id := range ids {
-			if err := yield(id); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	rep, err := s.Audit(context.Background(), refs, true)
+	rep, err := s.Audit(context.Background(), refsOf(ids...), true)
 	if err != nil {
 		t.Fatal(err)
 	}
