@@ -225,11 +225,11 @@ type holdShard struct {
 // no queueing when its holds end: it is referenced, or the AddRef that
 // took it back to zero queued it. A chunk put under a lease also keeps the
 // facts its reference record will hold, which is written only when it is
-// first referenced or queued (fresh.go); new says the facts are set.
+// first referenced or queued (fresh.go); made says the facts are set.
 type holdEntry struct {
 	n          int32
 	referenced bool
-	new        bool
+	made       bool
 	facts      chunkFacts
 }
 
@@ -251,7 +251,7 @@ func (h *holdSet) inc(id ChunkID, facts *chunkFacts) {
 	e := sh.m[id]
 	e.n++
 	if facts != nil {
-		e.new, e.facts = true, *facts
+		e.made, e.facts = true, *facts
 	}
 	sh.m[id] = e
 	sh.mu.Unlock()
@@ -264,7 +264,7 @@ func (h *holdSet) freshFacts(id ChunkID) (chunkFacts, bool) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e, ok := sh.m[id]
-	return e.facts, ok && e.new
+	return e.facts, ok && e.made
 }
 
 func (h *holdSet) dec(id ChunkID) {
