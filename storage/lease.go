@@ -130,9 +130,11 @@ func (l *Lease) Release() {
 }
 
 // Forget stops holding ids that a committed transaction now references,
-// so a long import's lease does not keep one entry per chunk (about 30
-// bytes each: 8 MB per GiB at 4 KiB chunks) until it ends. Forgetting a
-// chunk that is still unreferenced makes it collectable like Release.
+// so a long import's lease does not keep one hold-set entry per chunk
+// until it ends (127 bytes each for a chunk its puts created, facts
+// included: 33 MB per GiB at 4 KiB chunks; measured with runtime.MemStats
+// over 262,144 entries). Forgetting a chunk that is still unreferenced
+// makes it collectable like Release.
 func (l *Lease) Forget(ids []ChunkID) { l.dropIDs(ids, true) }
 
 // Held is the number of chunks the lease holds.
