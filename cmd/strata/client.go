@@ -50,7 +50,11 @@ func newClient(socket string) *client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			c, err := d.DialContext(ctx, "unix", socket)
+			if err != nil {
+				return nil, err
+			}
+			return bulkConn{c}, nil
 		},
 		// Uploads stream for as long as the file takes; no timeout here,
 		// the user has Ctrl-C.
@@ -201,4 +205,22 @@ func codeName(raw json.RawMessage) string {
 		return grpcCodes[n]
 	}
 	return ""
+}
+
+// bulkCopySize is the buffer an upload's body is sent through. The HTTP
+// transport hands a request body to the connection's ReadFrom, and a Unix
+// socket has none of its own, so io.Copy's 32 KiB buffer set the pace:
+// a 3.5 GB upload took 106,000 reads and 108,000 writes, which cost the
+// CLI 2.4-7.7 s of system time on the 2-core VM, taken from the daemon
+// importing on the same cores.
+const bulkCopySize = 1 << 20
+
+// bulkConn is a connection that takes bodies in bulkCopySize writes.
+type bulkConn struct{ net.Conn }
+
+// ReadFrom copies r to the connection through one large buffer.
+func (c bulkConn) ReadFrom(r io.Reader) (int64, error) {
+	// The struct hides this method from io.CopyBuffer, which would
+	// otherwise call it again.
+	return io.CopyBuffer(struct{ io.Writer }{c.Conn}, r, make([]byte, bulkCopySize))
 }
