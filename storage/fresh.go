@@ -15,11 +15,12 @@ import (
 // is not written by the put. The first AddRef creates it, or, for a chunk
 // still unreferenced when its lease lets go of it, the queueing
 // (queueFresh). Until then the hold set keeps the facts the record will
-// hold (sizes and hash, 40 bytes a held chunk). Nearly every imported
-// chunk is referenced by the map commit that follows its put, so the put
-// writing a record with count 0 that AddRef then overwrote was one
-// memtable insert in three per new chunk for nothing: measured, a first
-// import takes about a fifth less CPU without it (docs/storage-notes.md).
+// hold (sizes and hash; what a hold costs is at Lease.Forget). Nearly
+// every imported chunk is referenced by the map commit that follows its
+// put, so the put writing a record with count 0 that AddRef then
+// overwrote was one memtable insert in three per new chunk for nothing:
+// measured, a first import takes 13-27 % less CPU without it
+// (docs/storage-notes.md).
 //
 // What stays true:
 //   - A chunk without a record is fresh and held, and the hold set has its
@@ -55,22 +56,10 @@ func freshFactsOf(marker []byte, slot int) (chunkFacts, bool) {
 }
 
 // slotExists reports whether id's pack holds a body in its slot, as tx
-// sees it. A damaged pack counts as holding it (the audit names it).
+// sees it (see liveSlots).
 func slotExists(tx *badger.Txn, id ChunkID) (bool, error) {
-	item, err := tx.Get(packKey(packBase(id)))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	found := false
-	err = item.Value(func(v []byte) error {
-		rec, err := packRecord(v, packSlotOf(id))
-		found = rec != nil || err != nil
-		return nil
-	})
-	return found, err
+	live, err := liveSlots(tx, packBase(id))
+	return live[packSlotOf(id)], err
 }
 
 // record returns id's reference record as this transaction sees it, or,
@@ -197,10 +186,17 @@ func (s *Store) recoverFresh() error {
 // recoverPack gives the chunks of the pack at base that lack a reference
 // record one, queued since now, from the facts in its marker.
 func (s *Store) recoverPack(tx *badger.Txn, base ChunkID, marker []byte, now int64) error {
+	live, err := liveSlots(tx, base)
+	if err != nil {
+		return err
+	}
 	for slot := 0; ; slot++ {
 		facts, ok := freshFactsOf(marker, slot)
 		if !ok {
 			return nil
+		}
+		if !live[slot] {
+			continue // freed by GC after its first reference
 		}
 		id := base + ChunkID(slot)
 		rk := idKey(nsRef, id)
@@ -208,12 +204,6 @@ func (s *Store) recoverPack(tx *badger.Txn, base ChunkID, marker []byte, now int
 			continue
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
-		}
-		if ok, err := slotExists(tx, id); err != nil || !ok {
-			if err != nil {
-				return err
-			}
-			continue // freed by GC after its first reference
 		}
 		rr := refRecord{zeroSince: now, chunkFacts: facts}
 		if err := tx.Set(rk, rr.marshal()); err != nil {
@@ -223,4 +213,26 @@ func (s *Store) recoverPack(tx *badger.Txn, base ChunkID, marker []byte, now int
 			return err
 		}
 	}
+}
+
+// liveSlots reports which slots of the pack at base hold a body, as tx
+// sees it: none if the pack is gone, all if its slot table is damaged
+// (the audit names its chunks).
+func liveSlots(tx *badger.Txn, base ChunkID) (live [packSlots]bool, err error) {
+	item, err := tx.Get(packKey(base))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return live, nil
+	}
+	if err != nil {
+		return live, err
+	}
+	err = item.Value(func(v []byte) error {
+		p, err := openPack(v)
+		for i := range live {
+			rec, rerr := p.record(i)
+			live[i] = err != nil || rerr != nil || rec != nil
+		}
+		return nil
+	})
+	return live, err
 }
