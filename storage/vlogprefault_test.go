@@ -124,6 +124,37 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 	check(s, "after reopen")
 }
 
+// TestValueLogFlushedAsItFills: while a stream fills a value-log file,
+// the prefaulter has the device flush it every flushEvery bytes dropped,
+// so that Badger's sync of the whole file when it leaves it (in its
+// writer's goroutine) finds little left to write.
+func TestValueLogFlushedAsItFills(t *testing.T) {
+	s, _, _ := prefaultStore(t, 128<<20)
+	before := deviceFlushes.done.Load()
+	const perTxn, txns = 300, 90 // 1.2 MB a commit, 108 MB in one file
+	for n := 0; n < txns; n++ {
+		err := s.Update(func(tx *Txn) error {
+			for i := n * perTxn; i < (n+1)*perTxn; i++ {
+				if err := tx.SetRef([]byte(fmt.Sprintf("k%08d", i)), recordValue(i)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := prefaulterOf(t, s)
+	deviceFlushes.wg.Wait()
+	if p.cur.flushed < flushEvery {
+		t.Fatalf("flushes started up to %d MiB of the file, dropped up to %d MiB: want one every %d MiB", p.cur.flushed>>20, p.cur.dropped>>20, flushEvery>>20)
+	}
+	if got := deviceFlushes.done.Load() - before; got < 1 {
+		t.Fatalf("%d device flushes finished", got)
+	}
+}
+
 // TestValueLogPrefaultFollowsPuts: chunk puts send packs of a few hundred
 // KiB, under prefaultMinCommit, yet as a stream of large values they start
 // rounds too: pages ahead of the writer are populated, the files it left
