@@ -146,6 +146,22 @@ func (n *newHashes) setReady() {
 	}
 }
 
+// unseen appends to dst the items whose hashes the filter has never seen:
+// almost surely new chunks. A hash it has seen is in the index, being
+// created by another put, freed, or one of the filter's false positives
+// (about 1 %). Before the index scan has finished, a hash not seen yet
+// may be in the index still.
+func (n *newHashes) unseen(items []*putItem, dst []*putItem) []*putItem {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, it := range items {
+		if !n.mayExist(&it.hash) {
+			dst = append(dst, it)
+		}
+	}
+	return dst
+}
+
 // claim decides, for each non-zero item, whether its lookup can be skipped
 // (it.absent) and claims those hashes for the caller's transaction. If
 // another transaction has claimed one of the items' hashes, it claims

@@ -51,6 +51,37 @@ func TestNewHashesFilter(t *testing.T) {
 	}
 }
 
+// TestUnseenPicksHashesNeverSeen: of a batch, unseen keeps exactly the
+// items whose hashes the filter has not seen (scanned or claimed), in
+// order, so that an import compresses up front only chunks almost surely
+// new.
+func TestUnseenPicksHashesNeverSeen(t *testing.T) {
+	var n newHashes
+	n.init(0)
+	rng := rand.New(rand.NewPCG(83, 84))
+	items := make([]*putItem, 6)
+	for i := range items {
+		items[i] = &putItem{hash: randomHash(rng)}
+	}
+	n.addScanned([]chunkHash{items[1].hash})
+	n.setReady()
+	if c, wait := n.claim(items[4:5]); wait != nil {
+		t.Fatal("claim waited")
+	} else {
+		defer n.release(c, items[4:5])
+	}
+	got := n.unseen(items, []*putItem{items[5]})
+	want := []*putItem{items[5], items[0], items[2], items[3], items[5]}
+	if len(got) != len(want) {
+		t.Fatalf("unseen gave %d items, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("item %d of the result is not the one expected", i)
+		}
+	}
+}
+
 // TestNewHashesClaims: before the scan is done nothing is skipped; after
 // it, an absent hash is claimed, and a second claim on it waits until the
 // first is released, then looks the hash up like any put.
