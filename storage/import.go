@@ -29,7 +29,8 @@ const importBatchBytes = 1 << 20
 // (ZeroChunk included). progress, when not nil, is called with the bytes
 // read so far, from the calling goroutine, after each batch is emitted.
 //
-// The pipeline: one reader fills reusable batch buffers; Workers goroutines
+// The pipeline: one reader fills reusable batch buffers (a batch of only
+// zeros goes on as a count, and its buffer is reused); Workers goroutines
 // each take a batch, skip zero chunks, hash the rest and store them in one
 // transaction, compressing into a per-worker reusable buffer (all chunks
 // before the transaction while the import's batches are mostly new, only
@@ -55,34 +56,59 @@ func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(ind
 	}
 	jobs := make(chan *importBatch, nbuf)
 	done := make(chan *importBatch, nbuf)
+	// ahead bounds how many batches the reader may be past the emitter:
+	// zero batches hold no buffer, so only this stops it.
+	ahead := make(chan struct{}, zeroLead)
 
-	// Reader.
+	// Reader. A batch that reads as all zeros goes straight to the
+	// emitter as a count of zero chunks, and its buffer is read into
+	// again: through the long runs of zeros of a disk image the reader
+	// races ahead while the workers compress the data before them,
+	// instead of the workers idling while it reads the zeros (one core
+	// idle for 4 % of an import of BenchmarkImportOSImage's image).
 	var readErr error
 	go func() {
 		defer close(jobs)
+		var b *importBatch
 		for seq := int64(0); ; seq++ {
-			var b *importBatch
 			select {
-			case b = <-free:
+			case ahead <- struct{}{}:
 			case <-ctx.Done():
 				return
+			}
+			if b == nil {
+				select {
+				case b = <-free:
+				case <-ctx.Done():
+					return
+				}
 			}
 			b.seq, b.lens, b.err = seq, b.lens[:0], nil
 			// One read per batch, not per chunk: a file or pipe source
 			// then costs one system call per MiB.
 			n, err := io.ReadFull(r, b.buf)
-			for off := 0; off < n; off += cs {
-				b.lens = append(b.lens, min(cs, n-off))
-			}
 			eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 			if err != nil && !eof {
 				readErr = err
 				cancel(fmt.Errorf("storage: import: read: %w", err))
 				return
 			}
-			if len(b.lens) > 0 {
+			switch {
+			case n == 0:
+			case isZero(b.buf[:n]):
+				z := &importBatch{seq: seq, zeroes: n}
+				select {
+				case done <- z:
+				case <-ctx.Done():
+					return
+				}
+			default:
+				for off := 0; off < n; off += cs {
+					b.lens = append(b.lens, min(cs, n-off))
+				}
 				select {
 				case jobs <- b:
+					b = nil
 				case <-ctx.Done():
 					return
 				}
@@ -132,7 +158,21 @@ func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(ind
 			if firstErr == nil && b.err != nil {
 				firstErr = b.err
 			}
-			if firstErr == nil && ctx.Err() == nil {
+			if firstErr == nil && ctx.Err() == nil && b.zeroes > 0 {
+				for off := 0; off < b.zeroes; off += cs {
+					if err := emit(index, ZeroChunk); err != nil {
+						firstErr = err
+						cancel(err)
+						break
+					}
+					index++
+					st.LogicalBytes += int64(min(cs, b.zeroes-off))
+					st.ZeroChunks++
+				}
+				if progress != nil && firstErr == nil {
+					progress(st.LogicalBytes)
+				}
+			} else if firstErr == nil && ctx.Err() == nil {
 				for i, id := range b.ids {
 					if err := emit(index, id); err != nil {
 						firstErr = err
@@ -150,7 +190,10 @@ func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(ind
 					progress(st.LogicalBytes)
 				}
 			}
-			free <- b
+			<-ahead
+			if b.buf != nil {
+				free <- b
+			}
 		}
 	}
 	if firstErr != nil {
@@ -165,15 +208,22 @@ func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(ind
 	return st, nil
 }
 
-// importBatch is one buffer's worth of consecutive chunks.
+// importBatch is one buffer's worth of consecutive chunks, or (zeroes
+// above 0, no buffer) that many bytes of zeros.
 type importBatch struct {
-	seq  int64
-	buf  []byte
-	lens []int
-	ids  []ChunkID
-	res  batchResult
-	err  error
+	seq    int64
+	buf    []byte
+	lens   []int
+	ids    []ChunkID
+	res    batchResult
+	err    error
+	zeroes int
 }
+
+// zeroLead is how many batches the reader may run ahead of the ordered
+// emit (zero batches hold no buffer): 256 MiB of zeros, a few KiB of
+// memory.
+const zeroLead = 256
 
 type batchResult struct {
 	putResult

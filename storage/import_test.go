@@ -272,3 +272,95 @@ func TestPutScratchHandsOutDistinctMemory(t *testing.T) {
 		}
 	}
 }
+
+// zeroReader reads as an endless run of zeros.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// An image with runs of zeros longer than the reader may run ahead
+// (zeroLead batches), ending in a short run: zero batches go to the
+// emitter without a buffer, and every chunk must still come out once, in
+// order, with its own id.
+func TestImportZeroRunsGoAheadOfData(t *testing.T) {
+	s := openTest(t, testOptions())
+	cs := s.ChunkSize()
+	head := mixedImage(importBatchBytes+3*cs, 7)
+	for i := range head[:cs] {
+		head[i] |= 1 // the first chunk is data
+	}
+	longZeros := int64(zeroLead+44) * importBatchBytes
+	mid := mixedImage(2*importBatchBytes+cs/2, 8) // ends in a short chunk's worth
+	mid[len(mid)-1] = 9
+	tailZeros := int64(2*importBatchBytes + 5)
+	size := int64(len(head)) + longZeros + int64(len(mid)) + tailZeros
+	src := func() io.Reader {
+		return io.MultiReader(bytes.NewReader(head), io.LimitReader(zeroReader{}, longZeros),
+			bytes.NewReader(mid), io.LimitReader(zeroReader{}, tailZeros))
+	}
+	// The expected ids: ZeroChunk exactly where the image is zeros.
+	wantZero := func(i int64) bool {
+		off := i * int64(cs)
+		end := min(size, off+int64(cs))
+		switch {
+		case end <= int64(len(head)):
+			return isZero(head[off:end])
+		case off < int64(len(head)):
+			t.Fatal("head is not whole chunks")
+		case end <= int64(len(head))+longZeros:
+			return true
+		case off >= int64(len(head))+longZeros+int64(len(mid)):
+			return true
+		}
+		m := off - int64(len(head)) - longZeros
+		return isZero(mid[m:min(int64(len(mid)), m+int64(cs))])
+	}
+
+	l := s.NewLease()
+	defer l.Release()
+	var n int64
+	var progressed int64
+	st, err := s.Import(context.Background(), src(), l, func(i int64, id ChunkID) error {
+		if i != n {
+			t.Fatalf("emit index %d, want %d", i, n)
+		}
+		if (id == ZeroChunk) != wantZero(i) {
+			t.Fatalf("chunk %d: id %d, zeros %v", i, id, wantZero(i))
+		}
+		n++
+		return nil
+	}, func(b int64) {
+		if b < progressed {
+			t.Fatalf("progress went back: %d after %d", b, progressed)
+		}
+		progressed = b
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := (size + int64(cs) - 1) / int64(cs)
+	if n != chunks || st.LogicalBytes != size || progressed != size {
+		t.Fatalf("%d chunks, %d bytes, progress %d; want %d chunks, %d bytes", n, st.LogicalBytes, progressed, chunks, size)
+	}
+	if min := (longZeros + tailZeros) / int64(cs); st.ZeroChunks < min || st.ZeroChunks+st.NewChunks+st.DedupChunks != chunks {
+		t.Fatalf("stats %+v: want at least %d zero chunks, %d in all", st, min, chunks)
+	}
+
+	// An emit that fails inside the long run stops the import there.
+	stop := errors.New("enough")
+	at := int64(len(head)/cs) + 1000
+	var calls int64
+	_, err = s.Import(context.Background(), src(), l, func(i int64, id ChunkID) error {
+		calls++
+		if i == at {
+			return stop
+		}
+		return nil
+	}, nil)
+	if !errors.Is(err, stop) || calls != at+1 {
+		t.Fatalf("emit error in a zero run: %v after %d calls, want %d", err, calls, at+1)
+	}
+}
