@@ -22,12 +22,14 @@ test: test-deps
 	$(GO) test -race -timeout 14m ./...
 	$(MAKE) fuzz FUZZTIME=15s
 
-## fuzz: fuzz the NBD option/request parsers and the image file readers.
+## fuzz: fuzz the NBD option/request parsers, the image file readers and
+## the chunk encoder (every frame must decode to its input).
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzOptions$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./nbd -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./layer/imagefile -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1x
+	$(GO) test ./storage/smallzstd -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1x
 
 ## bench: Go benchmarks of the data path.
 bench:

@@ -9,7 +9,7 @@ declare -A need=(
   [qemu-img]=qemu-utils [qemu-io]=qemu-utils [qemu-nbd]=qemu-utils
   [nbdinfo]=libnbd-bin [nbdcopy]=libnbd-bin [nbdsh]=python3-libnbd
   [nbdkit]=nbdkit [mke2fs]=e2fsprogs [e2fsck]=e2fsprogs [debugfs]=e2fsprogs
-  [fio]=fio [setpriv]=util-linux [curl]=curl
+  [fio]=fio [setpriv]=util-linux [curl]=curl [zstd]=zstd
 )
 missing=()
 for cmd in "${!need[@]}"; do
