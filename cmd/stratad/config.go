@@ -86,7 +86,7 @@ func (c *config) registerFlags(fs *pflag.FlagSet) {
 	c.CacheBytes, c.SealWorkers = unset, unset
 	fs.Var(&c.ChunkSize, "chunk-size",
 		"chunk size of a NEW store (4KiB..64KiB, power of two); an existing store keeps its own (default: storage's measured default)")
-	fs.Var(&c.CompressionLevel, "compression-level", "zstd encoder level for new chunks (default: storage's)")
+	fs.Var(&c.CompressionLevel, "compression-level", "zstd compression of new chunks: 1 fastest (the default) to 5 smallest")
 	fs.Var(&c.GCGrace, "gc-grace", "how long a chunk with no references waits before it is freed, e.g. 10m (default: storage's)")
 	fs.Var(&c.GCInterval, "gc-interval", "period of the background garbage collection; 0 turns it off (default: storage's)")
 	fs.Var(&c.Workers, "workers", "import pipeline workers; 0 means one per CPU (default: storage's)")
