@@ -53,6 +53,23 @@ func prefaultStore(t *testing.T, fileSize int64) (*Store, string, Options) {
 	return s, dir, o
 }
 
+// commitRecords writes records [from, to) (k%08d -> recordValue) in one
+// transaction: 4 KiB values, which go to the value log.
+func commitRecords(t *testing.T, s *Store, from, to int) {
+	t.Helper()
+	err := s.Update(func(tx *Txn) error {
+		for i := from; i < to; i++ {
+			if err := tx.SetRef([]byte(fmt.Sprintf("k%08d", i)), recordValue(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestValueLogPrefaultKeepsValues: large SetRef commits populate the value
 // log ahead of Badger's writer and write back and drop what lies behind it,
 // within a file and, across file rotations (40 MiB files), all of a file
@@ -64,17 +81,7 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 	firstFid := -1
 	var maxDropped uintptr
 	for n := 0; n < txns; n++ {
-		err := s.Update(func(tx *Txn) error {
-			for i := n * perTxn; i < (n+1)*perTxn; i++ {
-				if err := tx.SetRef([]byte(fmt.Sprintf("k%08d", i)), recordValue(i)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		commitRecords(t, s, n*perTxn, (n+1)*perTxn)
 		p := prefaulterOf(t, s)
 		if firstFid < 0 {
 			firstFid = p.cur.fid
@@ -133,17 +140,7 @@ func TestValueLogFlushedAsItFills(t *testing.T) {
 	before := deviceFlushes.done.Load()
 	const perTxn, txns = 300, 90 // 1.2 MB a commit, 108 MB in one file
 	for n := 0; n < txns; n++ {
-		err := s.Update(func(tx *Txn) error {
-			for i := n * perTxn; i < (n+1)*perTxn; i++ {
-				if err := tx.SetRef([]byte(fmt.Sprintf("k%08d", i)), recordValue(i)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		commitRecords(t, s, n*perTxn, (n+1)*perTxn)
 	}
 	p := prefaulterOf(t, s)
 	deviceFlushes.wg.Wait()
