@@ -140,26 +140,21 @@ func (c *codec) encode(raw, dst []byte) []byte {
 	binary.LittleEndian.PutUint32(dst[1:5], uint32(len(raw)))
 	binary.LittleEndian.PutUint64(dst[5:13], xxhash.Sum64(raw))
 	limit := len(raw) - len(raw)/minSaving // the most a payload may take
+	var ok bool
 	if c.small != nil {
 		e := c.small.Get().(*smallzstd.Encoder)
-		var ok bool
 		dst, ok = e.AppendFrame(dst, raw, limit)
 		c.small.Put(e)
-		if !ok {
-			dst = append(dst, raw...)
-			dst[0] = codecRaw
-		} else {
-			dst[0] = codecZstd
-		}
-		return dst
+	} else {
+		dst = c.enc.EncodeAll(raw, dst)
+		ok = len(dst)-recordHeader <= limit
 	}
-	dst = c.enc.EncodeAll(raw, dst)
-	if len(dst)-recordHeader > limit {
+	if !ok {
 		dst = append(dst[:recordHeader], raw...)
 		dst[0] = codecRaw
-	} else {
-		dst[0] = codecZstd
+		return dst
 	}
+	dst[0] = codecZstd
 	return dst
 }
 

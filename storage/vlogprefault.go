@@ -428,18 +428,18 @@ var deviceFlushes struct {
 	done    atomic.Int64
 }
 
-// flushDevice makes the written-back data of the file at path durable
-// (fdatasync, through a descriptor of its own) on a goroutine of its own,
-// unless one is already at it. Badger syncs a value-log file when its
-// writer leaves it (msync of the whole mapping, in the writer's
-// goroutine), and every commit waits behind that sync. It reports
-// whether it started a flush. On this VM's disk
-// it waits for every byte written since the device was last flushed,
-// written back or not: 135-150 ms after 200 MiB written and written back,
-// 7-14 ms after 8-16 MiB (fdatasync, measured here). An import of
-// BenchmarkImportOSImage's image left three files, and each sync stalled
-// it 150 ms; with the file flushed every flushEvery bytes as it fills,
-// 27 ms (strace -T).
+// flushDevice starts an fdatasync of the file at path, through a
+// descriptor of its own, on a goroutine of its own, unless one is running
+// for that file already; it reports whether it started one.
+//
+// Badger syncs a value-log file when its writer leaves it (msync of the
+// whole mapping, in the writer's goroutine), and every commit waits
+// behind that sync. On this VM's disk a sync waits for every byte written
+// since the device was last flushed, written back or not: 135-150 ms
+// after 200 MiB written and written back, 7-14 ms after 8-16 MiB
+// (fdatasync, measured here). Flushed as it fills, a file leaves Badger's
+// sync little to do: an import of BenchmarkImportOSImage's image left
+// three files, each sync 150 ms before and 27 ms after (strace -T).
 func flushDevice(path string) bool {
 	if _, busy := deviceFlushes.running.LoadOrStore(path, struct{}{}); busy {
 		return false
