@@ -96,6 +96,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, l *Lease, emit func(ind
 			switch {
 			case n == 0:
 			case isZero(b.buf[:n]):
+				zeroBatches.Add(1)
 				z := &importBatch{seq: seq, zeroes: n}
 				select {
 				case done <- z:
@@ -219,6 +220,10 @@ type importBatch struct {
 	err    error
 	zeroes int
 }
+
+// zeroBatches counts the batches of zeros that went straight to an
+// import's emitter, in every import of the process (tests read it).
+var zeroBatches atomic.Int64
 
 // zeroLead is how many batches the reader may run ahead of the ordered
 // emit (zero batches hold no buffer): 256 MiB of zeros, a few KiB of

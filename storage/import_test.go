@@ -323,6 +323,7 @@ func TestImportZeroRunsGoAheadOfData(t *testing.T) {
 	defer l.Release()
 	var n int64
 	var progressed int64
+	zb := zeroBatches.Load()
 	st, err := s.Import(context.Background(), src(), l, func(i int64, id ChunkID) error {
 		if i != n {
 			t.Fatalf("emit index %d, want %d", i, n)
@@ -344,6 +345,11 @@ func TestImportZeroRunsGoAheadOfData(t *testing.T) {
 	chunks := (size + int64(cs) - 1) / int64(cs)
 	if n != chunks || st.LogicalBytes != size || progressed != size {
 		t.Fatalf("%d chunks, %d bytes, progress %d; want %d chunks, %d bytes", n, st.LogicalBytes, progressed, chunks, size)
+	}
+	// The runs of zeros went past the workers (two batches at the seams
+	// hold data too).
+	if got, want := zeroBatches.Load()-zb, (longZeros+tailZeros)/importBatchBytes-2; got < want {
+		t.Fatalf("%d batches of zeros went straight to the emitter, want at least %d", got, want)
 	}
 	if min := (longZeros + tailZeros) / int64(cs); st.ZeroChunks < min || st.ZeroChunks+st.NewChunks+st.DedupChunks != chunks {
 		t.Fatalf("stats %+v: want at least %d zero chunks, %d in all", st, min, chunks)
