@@ -374,13 +374,21 @@ func (d *daemon) nbdTool(t *testing.T, uid int, export, name string, args ...str
 // the API code, so a test of a refusal cannot pass for another reason.
 func (d *daemon) refused(t *testing.T, export, peer, code string) {
 	t.Helper()
-	for _, line := range strings.Split(d.logText(), "\n") {
-		if strings.Contains(line, `"msg":"export refused"`) && strings.Contains(line, `"export":"`+export+`"`) &&
-			strings.Contains(line, `"peer":"`+peer+`"`) && strings.Contains(line, `"error":"`+code+`:`) {
-			return
+	// The daemon logs before it answers, but its log reaches us through
+	// a pipe and a goroutine: the line may still be on its way.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, line := range strings.Split(d.logText(), "\n") {
+			if strings.Contains(line, `"msg":"export refused"`) && strings.Contains(line, `"export":"`+export+`"`) &&
+				strings.Contains(line, `"peer":"`+peer+`"`) && strings.Contains(line, `"error":"`+code+`:`) {
+				return
+			}
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no refusal of %s to %s with %s in the daemon log:\n%s", export, peer, code, d.logText())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("no refusal of %s to %s with %s in the daemon log:\n%s", export, peer, code, d.logText())
 }
 
 // fileSum is the hex SHA-256 of a file.
