@@ -40,6 +40,18 @@ func mixedImage(size int, seed uint64) []byte {
 	return out
 }
 
+// progressRecorder returns an Import progress callback that fails the
+// test if the bytes reported ever go back, and the last value reported.
+func progressRecorder(t *testing.T) (*int64, func(int64)) {
+	var last int64
+	return &last, func(n int64) {
+		if n < last {
+			t.Errorf("progress went back: %d after %d", n, last)
+		}
+		last = n
+	}
+}
+
 func importAll(t testing.TB, s *Store, data []byte, l *Lease) ([]ChunkID, ImportStats) {
 	t.Helper()
 	var ids []ChunkID
@@ -64,17 +76,12 @@ func TestImportRoundTripInOrder(t *testing.T) {
 		size := 3<<20 + 12345 // a short last chunk
 		data := mixedImage(size, 1)
 		l := s.NewLease()
-		var progressed int64
+		progressed, progress := progressRecorder(t)
 		var ids []ChunkID
 		st, err := s.Import(context.Background(), bytes.NewReader(data), l, func(i int64, id ChunkID) error {
 			ids = append(ids, id)
 			return nil
-		}, func(n int64) {
-			if n < progressed {
-				t.Errorf("progress went back: %d after %d", n, progressed)
-			}
-			progressed = n
-		})
+		}, progress)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,8 +89,8 @@ func TestImportRoundTripInOrder(t *testing.T) {
 		if want := (size + cs - 1) / cs; len(ids) != want {
 			t.Fatalf("%d ids, want %d", len(ids), want)
 		}
-		if st.LogicalBytes != int64(size) || progressed != int64(size) {
-			t.Fatalf("LogicalBytes %d, progress %d, want %d", st.LogicalBytes, progressed, size)
+		if st.LogicalBytes != int64(size) || *progressed != int64(size) {
+			t.Fatalf("LogicalBytes %d, progress %d, want %d", st.LogicalBytes, *progressed, size)
 		}
 		if st.ZeroChunks+st.NewChunks+st.DedupChunks != int64(len(ids)) {
 			t.Fatalf("stats %+v do not add up to %d chunks", st, len(ids))
@@ -322,7 +329,7 @@ func TestImportZeroRunsGoAheadOfData(t *testing.T) {
 	l := s.NewLease()
 	defer l.Release()
 	var n int64
-	var progressed int64
+	progressed, progress := progressRecorder(t)
 	zb := zeroBatches.Load()
 	st, err := s.Import(context.Background(), src(), l, func(i int64, id ChunkID) error {
 		if i != n {
@@ -333,18 +340,13 @@ func TestImportZeroRunsGoAheadOfData(t *testing.T) {
 		}
 		n++
 		return nil
-	}, func(b int64) {
-		if b < progressed {
-			t.Fatalf("progress went back: %d after %d", b, progressed)
-		}
-		progressed = b
-	})
+	}, progress)
 	if err != nil {
 		t.Fatal(err)
 	}
 	chunks := (size + int64(cs) - 1) / int64(cs)
-	if n != chunks || st.LogicalBytes != size || progressed != size {
-		t.Fatalf("%d chunks, %d bytes, progress %d; want %d chunks, %d bytes", n, st.LogicalBytes, progressed, chunks, size)
+	if n != chunks || st.LogicalBytes != size || *progressed != size {
+		t.Fatalf("%d chunks, %d bytes, progress %d; want %d chunks, %d bytes", n, st.LogicalBytes, *progressed, chunks, size)
 	}
 	// The runs of zeros went past the workers (two batches at the seams
 	// hold data too).
