@@ -17,8 +17,7 @@ test-deps:
 
 ## test: install what the tests need, then run every test (race detector on)
 ## and a short fuzz run of the parsers that face untrusted input.
-test: test-deps
-	$(GO) vet ./...
+test: test-deps lint
 	$(GO) test -race -timeout 14m ./...
 	$(MAKE) fuzz
 
@@ -55,9 +54,13 @@ bench-nbd:
 run: build
 	$(BIN)/stratad --data-dir $(DATA)
 
+## lint: gofmt, go vet and staticcheck (pinned; the module proxy serves
+## this version).
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.6.1
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 clean:
 	rm -rf $(BIN)

@@ -143,12 +143,6 @@ func (m *Manager) Close() error {
 	return nil
 }
 
-func (m *Manager) isClosed() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.closed
-}
-
 // newID returns a fresh id for a layer, disk, overlay, page or job (one
 // space for all, so ids never collide across kinds).
 func (m *Manager) newID() (uint64, error) {

@@ -193,11 +193,10 @@ func (c closingBackend) Close() error { c.closed.Add(1); return nil }
 
 // mapExports serves a fixed set of backends and records who asked.
 type mapExports struct {
-	mu      sync.Mutex
-	m       map[string]Backend
-	deny    map[string]bool
-	lastErr error
-	peers   []Peer
+	mu    sync.Mutex
+	m     map[string]Backend
+	deny  map[string]bool
+	peers []Peer
 }
 
 func (e *mapExports) Lookup(_ context.Context, name string, peer Peer) (Backend, error) {

@@ -659,10 +659,6 @@ func (s *Store) holdExisting(ids []ChunkID, hold func(ChunkID) error) (bool, err
 // the chunk being freed (see commitPuts); nothing else takes them.
 const stripeCount = 1024
 
-func (s *Store) stripe(id ChunkID) *sync.Mutex {
-	return &s.stripes[stripeIndex(id)]
-}
-
 func stripeIndex(id ChunkID) int { return int(uint64(id) * 0x9E3779B97F4A7C15 >> 54) }
 
 // cpuGate bounds how many import workers compute at once (Options.Workers)

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"fmt"
 	"io"
 	"os"
 	"testing"
@@ -100,7 +99,7 @@ func osImageChunks(b *testing.B, limit int64, cs int) [][]byte {
 		}
 	}
 	if len(chunks) == 0 {
-		b.Fatal(fmt.Sprintf("no data in the first %d bytes of the image", limit))
+		b.Fatalf("no data in the first %d bytes of the image", limit)
 	}
 	return chunks
 }

@@ -36,14 +36,13 @@ type vmdkImage struct {
 }
 
 type vmdkHeader struct {
-	version, flags        uint32
-	capacity, grainSize   uint64
-	descOff, descSize     uint64
-	gtEntries             uint32
-	gdOffset              uint64
-	compressAlgorithm     uint16
-	magicOK               bool
-	capacityBytes, grainB int64
+	version, flags      uint32
+	capacity, grainSize uint64
+	descOff, descSize   uint64
+	gtEntries           uint32
+	gdOffset            uint64
+	compressAlgorithm   uint16
+	magicOK             bool
 }
 
 func parseVMDKHeader(b []byte) vmdkHeader {
