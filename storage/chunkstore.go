@@ -111,6 +111,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.newHashes.init(s.chunks.Load())
+	if !opts.InMemory {
+		s.adviseReads("")
+	}
 	s.wg.Add(1)
 	go s.scanHashes()
 	if opts.GCInterval > 0 {

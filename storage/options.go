@@ -23,6 +23,12 @@ type Options struct {
 	// file; 0 means the default (256 MiB). Value-log GC reclaims whole files,
 	// so tests that check reclaim set it small (1 MiB is Badger's minimum).
 	ValueLogFileSize int64
+
+	// HugeReadLimit: while the value-log files add up to at most this many
+	// bytes, reads map them in 2 MiB page-cache folios (see hugeReads);
+	// above it, in 4 KiB pages. 0 means a quarter of the machine's memory;
+	// a negative limit means never.
+	HugeReadLimit int64
 }
 
 // Chunk size bounds: below 4 KiB the map of a disk outgrows its data's

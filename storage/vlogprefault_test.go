@@ -102,8 +102,8 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 		if pct := residentPercent(t, p.dir, fid); pct > 10 {
 			t.Errorf("value-log file %d, which the writer left, is %d%% in memory", fid, pct)
 		}
-		if fl := vmFlags(t, p.dir, fid); !fl["nh"] || fl["hg"] {
-			t.Errorf("value-log file %d, which the writer left, still advised for 2 MiB folios: %v", fid, fl)
+		if fl := vmFlags(t, p.dir, fid); !fl["hg"] {
+			t.Errorf("value-log file %d, which the writer left, no longer advised for 2 MiB folios (the store is far below HugeReadLimit): %v", fid, fl)
 		}
 	}
 	if fl := vmFlags(t, p.dir, p.cur.fid); !fl["hg"] {
@@ -351,4 +351,119 @@ func TestValueLogPrefaultSkipsSmallCommits(t *testing.T) {
 	if p.pending < 50*4105 {
 		t.Fatalf("small commits' bytes not counted toward the write offset: %d", p.pending)
 	}
+}
+
+// TestValueLogReadAdviceFollowsLimit: value-log files are mapped for
+// reading in 2 MiB folios while they add up to at most HugeReadLimit, and
+// in 4 KiB pages once they pass it: as the writer leaves each file, and
+// at Open.
+func TestValueLogReadAdviceFollowsLimit(t *testing.T) {
+	const fileSize, limit = 8 << 20, 40 << 20
+	s, dir, o := prefaultStore(t, fileSize)
+	o.HugeReadLimit = limit
+	s = reopen(t, s, dir, o)
+	const perTxn = 300 // 1.2 MB a commit: each starts a round
+	// advice is the advice of every value-log file but the writer's:
+	// "hg", "nh" or "" for none.
+	advice := func(p *vlogPrefaulter, writer int) map[int]string {
+		got := map[int]string{}
+		for fid := 0; fid < writer; fid++ {
+			if _, err := os.Stat(filepath.Join(p.dir, fmt.Sprintf("%06d.vlog", fid))); err != nil {
+				continue
+			}
+			fl := vmFlags(t, p.dir, fid)
+			switch {
+			case fl["hg"] && fl["nh"]:
+				t.Fatalf("value-log file %d advised both ways: %v", fid, fl)
+			case fl["hg"]:
+				got[fid] = "hg"
+			case fl["nh"]:
+				got[fid] = "nh"
+			default:
+				got[fid] = ""
+			}
+		}
+		return got
+	}
+	n, firstFid := 0, -1
+	var p *vlogPrefaulter
+	// Fill the value log to just under the limit: the files the writer
+	// left keep 2 MiB folios.
+	for {
+		commitRecords(t, s, n*perTxn, (n+1)*perTxn)
+		n++
+		p = prefaulterOf(t, s)
+		if firstFid < 0 {
+			firstFid = p.cur.fid
+		}
+		if p.cur.fid >= firstFid+2 {
+			break
+		}
+	}
+	if vlogTotal(t, p.dir) > limit {
+		t.Fatalf("value log at %d bytes already, past the test's limit", vlogTotal(t, p.dir))
+	}
+	for fid, a := range advice(p, p.cur.fid) {
+		if fid >= firstFid && a != "hg" {
+			t.Errorf("under the limit: value-log file %d (left by the writer) advised %q, want hg", fid, a)
+		}
+	}
+	// Past the limit, the next file the writer leaves turns every file
+	// it left to 4 KiB pages. (Well past it: the writer's file counts
+	// for twice its size until Close truncates it.)
+	for vlogTotal(t, p.dir) <= limit+2*fileSize {
+		commitRecords(t, s, n*perTxn, (n+1)*perTxn)
+		n++
+		p = prefaulterOf(t, s)
+	}
+	for at := p.cur.fid; p.cur.fid == at; n++ {
+		commitRecords(t, s, n*perTxn, (n+1)*perTxn)
+		p = prefaulterOf(t, s)
+	}
+	for fid, a := range advice(p, p.cur.fid) {
+		if a != "nh" {
+			t.Errorf("past the limit: value-log file %d advised %q, want nh", fid, a)
+		}
+	}
+	// At Open the same, over the limit and under a larger one.
+	s = reopen(t, s, dir, o)
+	for fid, a := range advice(p, p.cur.fid+1) {
+		if a != "nh" {
+			t.Errorf("opened past the limit: value-log file %d advised %q, want nh", fid, a)
+		}
+	}
+	o.HugeReadLimit = 0 // a quarter of memory
+	s = reopen(t, s, dir, o)
+	for fid, a := range advice(p, p.cur.fid+1) {
+		if a != "hg" {
+			t.Errorf("opened under the default limit: value-log file %d advised %q, want hg", fid, a)
+		}
+	}
+	// Every value still reads back.
+	err := s.View(func(tx *Txn) error {
+		for i := range n * perTxn {
+			v, err := tx.Get([]byte(fmt.Sprintf("k%08d", i)))
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(v, recordValue(i)) {
+				return fmt.Errorf("value %d differs", i)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// vlogTotal is what the store's value-log files hold, as hugeReads counts.
+func vlogTotal(t *testing.T, dir string) int64 {
+	t.Helper()
+	s := &Store{dir: dir}
+	total, err := s.valueLogBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total
 }

@@ -232,3 +232,22 @@ func TestCleanSpoolRemovesLeftovers(t *testing.T) {
 		t.Fatalf("left behind: %v", left)
 	}
 }
+
+// TestHugeReadLimitFlag: --huge-read-limit maps onto
+// storage.Options.HugeReadLimit, with 0 meaning never and no flag the
+// storage default.
+func TestHugeReadLimitFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int64
+	}{
+		{nil, 0},
+		{[]string{"--huge-read-limit", "0"}, -1},
+		{[]string{"--huge-read-limit", "8GiB"}, 8 << 30},
+	} {
+		c, _ := newFlags(t, tc.args...)
+		if got := c.storageOptions().HugeReadLimit; got != tc.want {
+			t.Errorf("%v: HugeReadLimit %d, want %d", tc.args, got, tc.want)
+		}
+	}
+}

@@ -51,6 +51,12 @@ func (c *config) storageOptions() storage.Options {
 	if c.Workers >= 0 {
 		o.Workers = int(c.Workers)
 	}
+	switch {
+	case c.HugeReadLimit == 0:
+		o.HugeReadLimit = -1
+	case c.HugeReadLimit > 0:
+		o.HugeReadLimit = int64(c.HugeReadLimit)
+	}
 	return o
 }
 
