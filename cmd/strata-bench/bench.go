@@ -61,12 +61,18 @@ type bench struct {
 	log   io.Writer // progress lines
 
 	raw, seqSrc, storeDir, qemuRead string
-	size, seqSize                   int64
-	img                             layer.LayerID
-	readDisk                        layer.DiskID
-	imported                        importResult
-	dropCaches                      bool
-	chunkSize                       int // the store's, once imported
+	// writeStoreDir is a copy of the imported store for the write phases,
+	// as qemu-nbd's write phases get overlays of their own: the read
+	// phases then always read the store as imported, not one grown by
+	// every earlier phase's writes (which would also, past
+	// storage.Options.HugeReadLimit, change how it is mapped).
+	writeStoreDir string
+	size, seqSize int64
+	img           layer.LayerID
+	readDisk      layer.DiskID
+	imported      importResult
+	dropCaches    bool
+	chunkSize     int // the store's, once imported
 }
 
 // sample is one measurement of one server in one phase.
@@ -94,6 +100,7 @@ func (b *bench) setup(ctx context.Context) error {
 	b.raw = filepath.Join(b.dir, "base.raw")
 	b.seqSrc = filepath.Join(b.dir, "seqwrite.src")
 	b.storeDir = filepath.Join(b.dir, "store")
+	b.writeStoreDir = filepath.Join(b.dir, "store-w")
 	b.qemuRead = filepath.Join(b.dir, "read.qcow2")
 
 	t := time.Now()
@@ -120,6 +127,9 @@ func (b *bench) setup(ctx context.Context) error {
 		}
 		if err := reopenStore(b.storeDir); err != nil {
 			return fmt.Errorf("strata reopen: %w", err)
+		}
+		if err := copyDir(b.storeDir, b.writeStoreDir); err != nil {
+			return fmt.Errorf("strata store copy for the write phases: %w", err)
 		}
 		b.chunkSize = b.imported.ChunkSize
 		st := b.imported.Store
@@ -172,6 +182,7 @@ func (b *bench) start(ctx context.Context, name string, ph phase, round int) (*s
 		sock := filepath.Join(b.dir, "strata.sock")
 		args := []string{"serve", "--store", b.storeDir, "--socket", sock}
 		if ph.Write {
+			args[2] = b.writeStoreDir
 			args = append(args, "--fresh-from", strconv.FormatUint(uint64(b.img), 10))
 		} else {
 			args = append(args, "--disk", strconv.FormatUint(uint64(b.readDisk), 10))

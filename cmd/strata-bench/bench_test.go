@@ -431,3 +431,32 @@ func BenchmarkFill(b *testing.B) {
 		})
 	}
 }
+
+func TestCopyDirCopiesEveryFileAndRefusesSubdirectories(t *testing.T) {
+	src := t.TempDir()
+	want := map[string]string{"000001.vlog": "values", "MANIFEST": "manifest"}
+	for name, body := range want {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := filepath.Join(t.TempDir(), "copy")
+	if err := copyDir(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range want {
+		got, err := os.ReadFile(filepath.Join(dst, name))
+		if err != nil || string(got) != body {
+			t.Errorf("%s: %q, %v; want %q", name, got, err, body)
+		}
+	}
+	if err := copyDir(src, dst); err == nil {
+		t.Error("copied over an existing directory")
+	}
+	if err := os.Mkdir(filepath.Join(src, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyDir(src, filepath.Join(t.TempDir(), "copy")); err == nil {
+		t.Error("copied a directory with a subdirectory")
+	}
+}
