@@ -70,6 +70,26 @@ func commitRecords(t *testing.T, s *Store, from, to int) {
 	}
 }
 
+// checkRecords reads records [0, n) back (see commitRecords).
+func checkRecords(t *testing.T, s *Store, n int, when string) {
+	t.Helper()
+	err := s.View(func(tx *Txn) error {
+		for i := range n {
+			v, err := tx.Get([]byte(fmt.Sprintf("k%08d", i)))
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(v, recordValue(i)) {
+				return fmt.Errorf("value %d differs", i)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+}
+
 // TestValueLogPrefaultKeepsValues: large SetRef commits populate the value
 // log ahead of Badger's writer and write back and drop what lies behind it,
 // within a file and, across file rotations (40 MiB files), all of a file
@@ -109,26 +129,9 @@ func TestValueLogPrefaultKeepsValues(t *testing.T) {
 	if fl := vmFlags(t, p.dir, p.cur.fid); !fl["hg"] {
 		t.Errorf("the writer's value-log file not advised for 2 MiB folios: %v", fl)
 	}
-	check := func(s *Store, when string) {
-		err := s.View(func(tx *Txn) error {
-			for i := 0; i < txns*perTxn; i++ {
-				v, err := tx.Get([]byte(fmt.Sprintf("k%08d", i)))
-				if err != nil {
-					return err
-				}
-				if !bytes.Equal(v, recordValue(i)) {
-					return fmt.Errorf("value %d differs", i)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("%s: %v", when, err)
-		}
-	}
-	check(s, "before reopen")
+	checkRecords(t, s, txns*perTxn, "before reopen")
 	s = reopen(t, s, dir, o)
-	check(s, "after reopen")
+	checkRecords(t, s, txns*perTxn, "after reopen")
 }
 
 // TestValueLogFlushedAsItFills: while a stream fills a value-log file,
@@ -439,22 +442,7 @@ func TestValueLogReadAdviceFollowsLimit(t *testing.T) {
 			t.Errorf("opened under the default limit: value-log file %d advised %q, want hg", fid, a)
 		}
 	}
-	// Every value still reads back.
-	err := s.View(func(tx *Txn) error {
-		for i := range n * perTxn {
-			v, err := tx.Get([]byte(fmt.Sprintf("k%08d", i)))
-			if err != nil {
-				return err
-			}
-			if !bytes.Equal(v, recordValue(i)) {
-				return fmt.Errorf("value %d differs", i)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	checkRecords(t, s, n*perTxn, "after the advice changed")
 }
 
 // vlogTotal is what the store's value-log files hold, as hugeReads counts.
