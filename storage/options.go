@@ -27,7 +27,8 @@ type Options struct {
 	// HugeReadLimit: while the value-log files add up to at most this many
 	// bytes, reads map them in 2 MiB page-cache folios (see hugeReads);
 	// above it, in 4 KiB pages. 0 means a quarter of the machine's memory;
-	// a negative limit means never.
+	// a negative limit means never, as does the kernel's transparent
+	// hugepage setting "never".
 	HugeReadLimit int64
 }
 

@@ -601,7 +601,7 @@ func residentPrefix(start, length uintptr) (uintptr, error) {
 // be mapped for reading in 2 MiB folios.
 func (s *Store) hugeReads() bool {
 	limit := s.opts.HugeReadLimit
-	if limit < 0 {
+	if limit < 0 || !transparentHugepages() {
 		return false
 	}
 	if limit == 0 {
@@ -669,6 +669,14 @@ func (s *Store) adviseReads(writer string) {
 			madvise(f.start, f.length, advice)
 		}
 	}
+}
+
+// transparentHugepages says whether the kernel may back a mapping advised
+// MADV_HUGEPAGE with 2 MiB folios. With the setting at "never" it does
+// not, but a fault there still reads 4 MiB around it.
+func transparentHugepages() bool {
+	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	return err == nil && !bytes.Contains(b, []byte("[never]"))
 }
 
 // mappedDir is dir as /proc/self/maps names the files in it: absolute,
