@@ -381,6 +381,7 @@ func (a *app) imageExport() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "export IMAGE_ID FILE",
 		Short: "Write an image to a raw or qcow2 file",
+		Long:  exportHelp("image"),
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.export(cmd.Context(), "/compute/v1/images/"+url.PathEscape(args[0])+":export", format, args[1])
@@ -390,9 +391,18 @@ func (a *app) imageExport() *cobra.Command {
 	return c
 }
 
+// exportHelp is the long help of image and snapshot export.
+func exportHelp(kind string) string {
+	return "Writes the " + kind + "'s content to FILE as a raw or qcow2 file. The file appears\n" +
+		"complete or not at all (it is written beside FILE, synced, then renamed),\n" +
+		"and whole 4 KiB blocks of zeros are left as holes, so a raw file takes\n" +
+		"the disk space of its data rather than of its size."
+}
+
 // export downloads path?format= into file. It writes a temporary file next
 // to the target and renames it only when complete and synced, so an
 // interrupted export never leaves a plausible-looking truncated image.
+// Whole zero blocks become holes in the file (see sparseFile).
 func (a *app) export(ctx context.Context, path, format, file string) error {
 	format = strings.ToLower(format)
 	if format != apitypes.FormatRaw && format != apitypes.FormatQCOW2 {
@@ -417,7 +427,8 @@ func (a *app) export(ctx context.Context, path, format, file string) error {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	var w io.Writer = tmp
+	out := &sparseFile{f: tmp}
+	var w io.Writer = out
 	if a.showProgress() {
 		bar := progressbar.NewOptions64(resp.ContentLength,
 			progressbar.OptionSetWriter(a.stderr),
@@ -428,14 +439,17 @@ func (a *app) export(ctx context.Context, path, format, file string) error {
 			progressbar.OptionThrottle(100*time.Millisecond),
 		)
 		defer bar.Close()
-		w = io.MultiWriter(tmp, bar)
+		w = io.MultiWriter(out, bar)
 	}
-	n, err := io.Copy(w, resp.Body)
+	n, err := io.CopyBuffer(w, resp.Body, make([]byte, bulkCopySize))
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	if resp.ContentLength >= 0 && n != resp.ContentLength {
 		return fmt.Errorf("export: got %d of %d bytes", n, resp.ContentLength)
+	}
+	if err := out.finish(); err != nil {
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		return err

@@ -105,6 +105,7 @@ func (a *app) snapshotCommand() *cobra.Command {
 	export := &cobra.Command{
 		Use:   "export SNAPSHOT_ID FILE",
 		Short: "Write a snapshot to a raw or qcow2 file",
+		Long:  exportHelp("snapshot"),
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.export(cmd.Context(), "/compute/v1/snapshots/"+url.PathEscape(args[0])+":export", format, args[1])
