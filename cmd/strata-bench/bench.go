@@ -180,9 +180,12 @@ func (b *bench) start(ctx context.Context, name string, ph phase, round int) (*s
 	switch name {
 	case serverStrata:
 		sock := filepath.Join(b.dir, "strata.sock")
-		args := []string{"serve", "--store", b.storeDir, "--socket", sock}
+		store := b.storeDir
 		if ph.Write {
-			args[2] = b.writeStoreDir
+			store = b.writeStoreDir
+		}
+		args := []string{"serve", "--store", store, "--socket", sock}
+		if ph.Write {
 			args = append(args, "--fresh-from", strconv.FormatUint(uint64(b.img), 10))
 		} else {
 			args = append(args, "--disk", strconv.FormatUint(uint64(b.readDisk), 10))
