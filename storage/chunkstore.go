@@ -112,7 +112,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s.newHashes.init(s.chunks.Load())
 	if !opts.InMemory {
-		s.adviseReads("")
+		s.adviseReadsAtOpen()
 	}
 	s.wg.Add(1)
 	go s.scanHashes()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"iter"
 	"os"
 	"path/filepath"
 	"sort"
@@ -283,7 +284,7 @@ func (p *vlogPrefaulter) round(s *Store, n uintptr) {
 	p.cur.advance(0, fileSize)
 	if f.fid > prev.fid && prev.path != "" {
 		prev.finish(maps) // the writer left it for good
-		s.adviseReads(p.cur.path)
+		s.adviseReads(maps, p.dir, p.cur.path)
 	}
 	prev.closeFD()
 }
@@ -501,22 +502,35 @@ func madvise(addr, n, advice uintptr) syscall.Errno {
 // file in maps (the text of /proc/self/maps).
 func (p *vlogPrefaulter) newestMapping(maps []byte) (vlogFile, error) {
 	best := vlogFile{fid: -1}
-	prefix := []byte(p.dir + "/")
-	for line := range bytes.Lines(maps) {
-		i := bytes.Index(line, prefix)
-		if i < 0 {
-			continue
-		}
-		f, ok := parseVlogMapping(line, i+len(prefix))
-		if ok && f.fid > best.fid {
+	for f := range vlogMappings(maps, p.dir) {
+		if f.fid > best.fid {
 			best = f
-			best.path = string(bytes.TrimSpace(line[i:]))
 		}
 	}
 	if best.fid < 0 {
 		return vlogFile{}, errNoVlogMapped
 	}
 	return best, nil
+}
+
+// vlogMappings yields the writable mappings of the value-log files in dir
+// (as mappedDir names it) found in maps, path included.
+func vlogMappings(maps []byte, dir string) iter.Seq[vlogFile] {
+	return func(yield func(vlogFile) bool) {
+		prefix := []byte(dir + "/")
+		for line := range bytes.Lines(maps) {
+			i := bytes.Index(line, prefix)
+			if i < 0 {
+				continue
+			}
+			if f, ok := parseVlogMapping(line, i+len(prefix)); ok {
+				f.path = string(bytes.TrimSpace(line[i:]))
+				if !yield(f) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // mappingOf finds the writable mapping of the value-log file at path.
@@ -642,33 +656,33 @@ func (s *Store) valueLogBytes() (int64, error) {
 	return total, nil
 }
 
-// adviseReads advises every value-log mapping of the store but the
-// writer's (path writer, which the prefaulter advises for 2 MiB folios
-// as it writes) for 2 MiB folios or against them, as hugeReads says.
-// Advice keeps data, so a mapping Badger has just changed costs at most
-// a wasted call.
-func (s *Store) adviseReads(writer string) {
-	dir, err := mappedDir(s.dir)
-	if err != nil {
-		return
-	}
-	maps, err := os.ReadFile("/proc/self/maps")
-	if err != nil {
-		return
-	}
+// adviseReads advises every value-log mapping in maps (the text of
+// /proc/self/maps) of the store in dir (as mappedDir names it) but the
+// writer's (path writer, which the prefaulter advises for 2 MiB folios as
+// it writes) for 2 MiB folios or against them, as hugeReads says. Advice
+// keeps data, so a mapping Badger has just changed costs at most a
+// wasted call.
+func (s *Store) adviseReads(maps []byte, dir, writer string) {
 	advice := uintptr(madvNoHugepage)
 	if s.hugeReads() {
 		advice = madvHugepage
 	}
-	prefix := []byte(dir + "/")
-	for line := range bytes.Lines(maps) {
-		i := bytes.Index(line, prefix)
-		if i < 0 || string(bytes.TrimSpace(line[i:])) == writer {
-			continue
-		}
-		if f, ok := parseVlogMapping(line, i+len(prefix)); ok {
+	for f := range vlogMappings(maps, dir) {
+		if f.path != writer {
 			madvise(f.start, f.length, advice)
 		}
+	}
+}
+
+// adviseReadsAtOpen is adviseReads for a store just opened: Badger has
+// mapped its files anew, and no writer has been seen yet.
+func (s *Store) adviseReadsAtOpen() {
+	dir, err := mappedDir(s.dir)
+	if err != nil {
+		return
+	}
+	if maps, err := os.ReadFile("/proc/self/maps"); err == nil {
+		s.adviseReads(maps, dir, "")
 	}
 }
 
