@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -17,6 +18,13 @@ import (
 const (
 	serverStrata = "strata"
 	serverQemu   = "qemu-nbd"
+	// serverNbdkit is nbdkit's memory plugin holding the data set, an
+	// optional reference: a well-known C server with the data in RAM (no
+	// disk, no page cache, no format, nothing to decode). It is not a
+	// ceiling: its sparse array serves sequential reads and writes slower
+	// than strata here (docs/BENCHMARKS.md), but random reads near the
+	// protocol's limit.
+	serverNbdkit = "nbdkit"
 )
 
 // phaseKind says how a phase measures.
@@ -232,6 +240,26 @@ func (b *bench) start(ctx context.Context, name string, ph phase, round int) (*s
 			return nil, err
 		}
 		return &server{p: p, uri: nbdURI(sock), cleanup: cleanup}, nil
+	case serverNbdkit:
+		sock := filepath.Join(b.dir, "nbdkit.sock")
+		_ = os.Remove(sock)
+		p, err := b.procs.start(serverNbdkit, filepath.Join(b.dir, "nbdkit-"+tag+".log"), "nbdkit",
+			"--foreground", "--unix="+sock, "memory", "size="+strconv.FormatInt(b.size, 10))
+		if err != nil {
+			return nil, err
+		}
+		if err := waitNBD(ctx, p, sock, time.Minute); err != nil {
+			_ = b.procs.stop(p, 10*time.Second)
+			return nil, err
+		}
+		// Load the data set (nbdcopy skips the file's holes), before
+		// the measurement and outside its CPU count.
+		s := &server{p: p, uri: nbdURI(sock), cleanup: func() {}}
+		if _, _, err := b.procs.run(ctx, 10*time.Minute, "nbdcopy", b.raw, s.uri); err != nil {
+			_ = b.procs.stop(p, 10*time.Second)
+			return nil, fmt.Errorf("loading nbdkit's memory: %w", err)
+		}
+		return s, nil
 	}
 	return nil, fmt.Errorf("unknown server %q", name)
 }
@@ -351,6 +379,16 @@ func (b *bench) runClient(ctx context.Context, ph phase, uri, tag string) (smp s
 	return smp, err
 }
 
+// roundOrder is the order of the servers in round r: as given in even
+// rounds, reversed in odd ones.
+func roundOrder(servers []string, r int) []string {
+	order := slices.Clone(servers)
+	if r%2 == 1 {
+		slices.Reverse(order)
+	}
+	return order
+}
+
 // fioFigure picks the phase's figure and its work from fio's result.
 func fioFigure(ph phase, r fioResult) (value, work float64) {
 	switch {
@@ -365,9 +403,9 @@ func fioFigure(ph phase, r fioResult) (value, work float64) {
 	}
 }
 
-// run measures every phase for every round, alternating which server goes
-// first from round to round so neither always inherits the other's
-// leftovers (dirty pages, warm CPU caches).
+// run measures every phase for every round, reversing the servers' order
+// from round to round so none always inherits another's leftovers (dirty
+// pages, warm CPU caches).
 func (b *bench) run(ctx context.Context, phs []phase) ([]phaseResult, error) {
 	results := make([]phaseResult, len(phs))
 	for i, ph := range phs {
@@ -375,14 +413,7 @@ func (b *bench) run(ctx context.Context, phs []phase) ([]phaseResult, error) {
 	}
 	for r := range b.cfg.Rounds {
 		for i, ph := range phs {
-			order := b.cfg.Servers
-			if r%2 == 1 {
-				order = []string{order[len(order)-1]}
-				if len(b.cfg.Servers) > 1 {
-					order = append(order, b.cfg.Servers[0])
-				}
-			}
-			for _, name := range order {
+			for _, name := range roundOrder(b.cfg.Servers, r) {
 				smp, err := b.measure(ctx, name, ph, r)
 				if err != nil {
 					return results, fmt.Errorf("round %d, %s, %s: %w", r+1, ph.Name, name, err)

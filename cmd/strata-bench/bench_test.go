@@ -142,7 +142,8 @@ func TestRatioAndVerdict(t *testing.T) {
 
 // reportResult is one phase with samples whose medians are known: strata
 // CPU 3.00 s, client 1.00 s, machine share 3.5/(4 s x 2 cores) = 44 %;
-// qemu-nbd CPU 1.00 s, client 0.50 s, share 1.5/(5 s x 2) = 15 %.
+// qemu-nbd CPU 1.00 s, client 0.50 s, share 1.5/(5 s x 2) = 15 %; nbdkit
+// 2200 MB/s, so strata is at 50 % of it, qemu-nbd at 23 %.
 func reportResult() phaseResult {
 	r := phaseResult{phase: phase{Name: "seqread", Figure: "seq read", Unit: "MB/s", Target: 2}}
 	for i, cpu := range []float64{2, 3, 4} {
@@ -151,6 +152,8 @@ func reportResult() phaseResult {
 	}
 	r.add(serverQemu, sample{Value: 500, CPU: 1, ClientCPU: 0.25, Wall: 5, Work: 1024, DiskReadMB: 7})
 	r.add(serverQemu, sample{Value: 500, CPU: 1, ClientCPU: 0.75, Wall: 5, Work: 1024, DiskReadMB: 9})
+	r.add(serverNbdkit, sample{Value: 2000, CPU: 0.5, Wall: 1, Work: 2048})
+	r.add(serverNbdkit, sample{Value: 2400, CPU: 0.5, Wall: 1, Work: 2048})
 	return r
 }
 
@@ -161,19 +164,35 @@ func TestTableShowsServerAndClientCPUAndMachineShare(t *testing.T) {
 	}
 	lines := strings.Split(out.String(), "\n")
 	header := strings.Join(strings.Fields(lines[0]), " ")
-	if want := "figure (median of 3) unit strata qemu-nbd ratio target cpu strata client cpu qemu client cpu/work s:q machine strata qemu disk strata qemu"; header != want {
+	if want := "figure (median of 3) unit strata qemu-nbd ratio target nbdkit mem strata qemu cpu strata client cpu qemu client cpu/work s:q machine strata qemu disk strata qemu"; header != want {
 		t.Fatalf("header %q, want %q", header, want)
 	}
 	row, ok := strings.CutPrefix(strings.TrimSpace(lines[1]), "seq read")
 	if !ok {
 		t.Fatalf("row %q does not start with the figure", lines[1])
 	}
-	want := []string{"MB/s", "1100", "500", "2.20x", ">=2.0x", "met", "3.00", "1.00", "1.00", "0.50", "1.50x", "44", "%", "15", "%", "20", "8"}
+	want := []string{"MB/s", "1100", "500", "2.20x", ">=2.0x", "met", "2200", "50", "%", "23", "%", "3.00", "1.00", "1.00", "0.50", "1.50x", "44", "%", "15", "%", "20", "8"}
 	if got := strings.Fields(row); !slices.Equal(got, want) {
 		t.Fatalf("row %q, want %q", got, want)
 	}
 	if !strings.Contains(out.String(), "wall seconds x 2 cores") {
 		t.Fatalf("footer does not name the core count:\n%s", out.String())
+	}
+
+	// Without nbdkit, its columns and its footnote are left out.
+	r := reportResult()
+	r.Nbdkit = nil
+	out.Reset()
+	if err := writeTable(&out, []phaseResult{r}, 3, 2); err != nil {
+		t.Fatal(err)
+	}
+	lines = strings.Split(out.String(), "\n")
+	header = strings.Join(strings.Fields(lines[0]), " ")
+	if want := "figure (median of 3) unit strata qemu-nbd ratio target cpu strata client cpu qemu client cpu/work s:q machine strata qemu disk strata qemu"; header != want {
+		t.Fatalf("header without nbdkit %q, want %q", header, want)
+	}
+	if got := strings.Fields(lines[1]); len(got) != len(want)-5+2 || strings.Contains(out.String(), "nbdkit") {
+		t.Fatalf("row without nbdkit %q:\n%s", got, out.String())
 	}
 }
 
@@ -217,6 +236,40 @@ func TestJSONHasClientCPUAndMachineShare(t *testing.T) {
 		if got.CPU != want.cpu || got.Client != want.client || got.Share == nil || math.Abs(*got.Share-want.share) > 1e-12 ||
 			len(got.Samples) == 0 || got.Samples[0].Client != want.sample0 || got.Samples[0].Wall == 0 {
 			t.Errorf("%s: %s", key, doc.Phases[0][key])
+		}
+	}
+	var of, qemuOf float64
+	if json.Unmarshal(doc.Phases[0]["strata_of_nbdkit"], &of) != nil || of != 0.5 ||
+		json.Unmarshal(doc.Phases[0]["qemu_nbd_of_nbdkit"], &qemuOf) != nil || qemuOf != 500.0/2200 {
+		t.Errorf("shares of nbdkit's: %s, %s", doc.Phases[0]["strata_of_nbdkit"], doc.Phases[0]["qemu_nbd_of_nbdkit"])
+	}
+}
+
+func TestRoundOrderReversesEveryOtherRound(t *testing.T) {
+	servers := []string{serverStrata, serverQemu, serverNbdkit}
+	if got := roundOrder(servers, 0); !slices.Equal(got, servers) {
+		t.Errorf("round 0: %v", got)
+	}
+	if got, want := roundOrder(servers, 1), []string{serverNbdkit, serverQemu, serverStrata}; !slices.Equal(got, want) {
+		t.Errorf("round 1: %v, want %v", got, want)
+	}
+	if servers[0] != serverStrata {
+		t.Error("roundOrder reordered its input")
+	}
+}
+
+func TestParseFlagsServers(t *testing.T) {
+	c, err := parseFlags(nil, io.Discard)
+	if err != nil || !slices.Equal(c.Servers, []string{serverStrata, serverQemu}) {
+		t.Fatalf("default servers %v, %v", c.Servers, err)
+	}
+	c, err = parseFlags([]string{"-servers", "nbdkit, strata"}, io.Discard)
+	if err != nil || !slices.Equal(c.Servers, []string{serverNbdkit, serverStrata}) {
+		t.Fatalf("-servers nbdkit,strata: %v, %v", c.Servers, err)
+	}
+	for _, bad := range []string{"strata,strata", "qemu", ""} {
+		if _, err := parseFlags([]string{"-servers", bad}, io.Discard); !errors.Is(err, errUsage) {
+			t.Errorf("-servers %q: %v, want a usage error", bad, err)
 		}
 	}
 }

@@ -88,7 +88,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintf(stderr, "usage: strata-bench [flags]\n\n"+
 			"Serves one data set with strata and with qemu-nbd in the same run and\n"+
 			"measures both with fio (nbd engine) and nbdcopy over Unix sockets.\n"+
-			"Needs fio, nbdcopy, qemu-img and qemu-nbd on PATH.\n\nflags:\n")
+			"--servers can add nbdkit's memory plugin holding the same data, as a\n"+
+			"reference with nothing to read from disk or decode. Needs fio, nbdcopy,\n"+
+			"qemu-img and qemu-nbd on PATH (and nbdkit for it).\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	c := config{}
@@ -105,7 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Uint64Var(&c.Seed, "seed", 1, "data set seed")
 	fs.BoolVar(&c.JSON, "json", false, "print the results as JSON on stdout (progress still goes to stderr)")
 	phs := fs.String("phases", "randread4k,randwrite4k,randread64k,seqread,seqwrite", "phases to run, comma separated")
-	srv := fs.String("servers", serverStrata+","+serverQemu, "servers to measure, comma separated")
+	srv := fs.String("servers", serverStrata+","+serverQemu, "servers to measure, comma separated: strata, qemu-nbd, nbdkit (memory plugin, a reference)")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "directory for CPU profiles of each strata serve process (go tool pprof)")
 	fs.DurationVar(&c.Timeout, "timeout", 45*time.Minute, "give up (and clean up) after this long")
 	if err := fs.Parse(args); err != nil {
@@ -152,8 +154,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		c.Phases = append(c.Phases, p)
 	}
 	for _, s := range splitList(*srv) {
-		if s != serverStrata && s != serverQemu {
-			return c, fmt.Errorf("%w: unknown server %q (strata, qemu-nbd)", errUsage, s)
+		if s != serverStrata && s != serverQemu && s != serverNbdkit {
+			return c, fmt.Errorf("%w: unknown server %q (strata, qemu-nbd, nbdkit)", errUsage, s)
+		}
+		if slices.Contains(c.Servers, s) {
+			return c, fmt.Errorf("%w: server %q given twice", errUsage, s)
 		}
 		c.Servers = append(c.Servers, s)
 	}
@@ -216,6 +221,9 @@ func runBench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err er
 	tools = append(tools, "sync", "fio", "nbdcopy")
 	if cfg.runs(serverQemu) {
 		tools = append(tools, "qemu-img", "qemu-nbd")
+	}
+	if cfg.runs(serverNbdkit) {
+		tools = append(tools, "nbdkit")
 	}
 	for _, t := range tools {
 		if _, err := exec.LookPath(t); err != nil {

@@ -10,17 +10,20 @@ import (
 	"text/tabwriter"
 )
 
-// phaseResult collects one phase's samples for both servers.
+// phaseResult collects one phase's samples for each server.
 type phaseResult struct {
 	phase
-	Strata, Qemu []sample
+	Strata, Qemu, Nbdkit []sample
 }
 
 func (r *phaseResult) add(server string, s sample) {
-	if server == serverStrata {
+	switch server {
+	case serverStrata:
 		r.Strata = append(r.Strata, s)
-	} else {
+	case serverQemu:
 		r.Qemu = append(r.Qemu, s)
+	case serverNbdkit:
+		r.Nbdkit = append(r.Nbdkit, s)
 	}
 }
 
@@ -138,8 +141,13 @@ type jsonPhase struct {
 	TargetRatio float64  `json:"target_ratio"`
 	Strata      *summary `json:"strata,omitempty"`
 	Qemu        *summary `json:"qemu_nbd,omitempty"`
-	Ratio       *float64 `json:"ratio,omitempty"`
-	Met         *bool    `json:"target_met,omitempty"`
+	// Nbdkit is nbdkit's memory plugin, a reference (see serverNbdkit).
+	Nbdkit *summary `json:"nbdkit_memory,omitempty"`
+	Ratio  *float64 `json:"ratio,omitempty"`
+	Met    *bool    `json:"target_met,omitempty"`
+	// OfNbdkit: strata's median over nbdkit's; QemuOfNbdkit: qemu-nbd's.
+	OfNbdkit     *float64 `json:"strata_of_nbdkit,omitempty"`
+	QemuOfNbdkit *float64 `json:"qemu_nbd_of_nbdkit,omitempty"`
 	// CPUCostRatio: strata's CPU seconds per unit of work over qemu-nbd's.
 	CPUCostRatio *float64 `json:"cpu_cost_ratio,omitempty"`
 }
@@ -148,10 +156,16 @@ type jsonPhase struct {
 // count, for the machine share.
 func (r *phaseResult) json(cores int) jsonPhase {
 	j := jsonPhase{Name: r.Name, Figure: r.Figure, Unit: r.Unit, TargetRatio: r.Target,
-		Strata: summarize(r.Strata, cores), Qemu: summarize(r.Qemu, cores)}
+		Strata: summarize(r.Strata, cores), Qemu: summarize(r.Qemu, cores), Nbdkit: summarize(r.Nbdkit, cores)}
 	if ratio, ok := r.ratio(); ok {
 		met := ratio >= r.Target
 		j.Ratio, j.Met = &ratio, &met
+	}
+	if x, ok := medianRatio(r.Strata, r.Nbdkit); ok {
+		j.OfNbdkit = &x
+	}
+	if x, ok := medianRatio(r.Qemu, r.Nbdkit); ok {
+		j.QemuOfNbdkit = &x
 	}
 	if c, ok := r.costRatio(); ok {
 		j.CPUCostRatio = &c
@@ -160,15 +174,18 @@ func (r *phaseResult) json(cores int) jsonPhase {
 }
 
 // ratio is strata's median over qemu-nbd's, when both were measured.
-func (r *phaseResult) ratio() (float64, bool) {
-	if len(r.Strata) == 0 || len(r.Qemu) == 0 {
+func (r *phaseResult) ratio() (float64, bool) { return medianRatio(r.Strata, r.Qemu) }
+
+// medianRatio is a's median value over b's, when both have samples.
+func medianRatio(a, b []sample) (float64, bool) {
+	if len(a) == 0 || len(b) == 0 {
 		return 0, false
 	}
-	q := median(values(r.Qemu))
-	if q == 0 {
+	d := median(values(b))
+	if d == 0 {
 		return 0, false
 	}
-	return median(values(r.Strata)) / q, true
+	return median(values(a)) / d, true
 }
 
 // report is the whole run, as --json prints it.
@@ -186,11 +203,17 @@ func writeJSON(w io.Writer, rep report) error {
 }
 
 // writeTable prints the medians side by side; cores is the machine's CPU
-// count, for the machine share.
+// count, for the machine share. nbdkit's columns appear when it was
+// measured.
 func writeTable(w io.Writer, results []phaseResult, rounds, cores int) error {
+	withNbdkit := slices.ContainsFunc(results, func(r phaseResult) bool { return len(r.Nbdkit) > 0 })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "figure (median of %d)\tunit\tstrata\tqemu-nbd\tratio\ttarget\t\t"+
-		"cpu strata\tclient\tcpu qemu\tclient\tcpu/work s:q\tmachine strata\tqemu\tdisk strata\tqemu\t\n", rounds)
+	header := []string{fmt.Sprintf("figure (median of %d)", rounds), "unit", "strata", "qemu-nbd", "ratio", "target", ""}
+	if withNbdkit {
+		header = append(header, "nbdkit mem", "strata", "qemu")
+	}
+	header = append(header, "cpu strata", "client", "cpu qemu", "client", "cpu/work s:q", "machine strata", "qemu", "disk strata", "qemu")
+	writeRow(tw, header)
 	for i := range results {
 		r := &results[i]
 		ratio, verdict := "-", ""
@@ -205,22 +228,38 @@ func writeTable(w io.Writer, results []phaseResult, rounds, cores int) error {
 		if c, ok := r.costRatio(); ok {
 			cost = fmt.Sprintf("%.2fx", c)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t>=%.1fx\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			r.Figure, r.Unit, medianCell(r.Strata, r.Unit), medianCell(r.Qemu, r.Unit), ratio, r.Target, verdict,
-			secondsCell(r.Strata, cpus), secondsCell(r.Strata, clientCPUs), secondsCell(r.Qemu, cpus), secondsCell(r.Qemu, clientCPUs),
-			cost, shareCell(r.Strata, cores), shareCell(r.Qemu, cores), diskCell(r.Strata), diskCell(r.Qemu))
+		row := []string{r.Figure, r.Unit, medianCell(r.Strata, r.Unit), medianCell(r.Qemu, r.Unit), ratio,
+			fmt.Sprintf(">=%.1fx", r.Target), verdict}
+		if withNbdkit {
+			row = append(row, medianCell(r.Nbdkit, r.Unit), shareOfCell(r.Strata, r.Nbdkit), shareOfCell(r.Qemu, r.Nbdkit))
+		}
+		row = append(row, secondsCell(r.Strata, cpus), secondsCell(r.Strata, clientCPUs), secondsCell(r.Qemu, cpus),
+			secondsCell(r.Qemu, clientCPUs), cost, shareCell(r.Strata, cores), shareCell(r.Qemu, cores),
+			diskCell(r.Strata), diskCell(r.Qemu))
+		writeRow(tw, row)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	nbdkitNote := ""
+	if withNbdkit {
+		nbdkitNote = "nbdkit mem: nbdkit's memory plugin holding the same data (no disk, no format,\n" +
+			"nothing to decode), and strata's and qemu-nbd's medians as a share of it.\n"
 	}
 	_, err := fmt.Fprintf(w, "\nratio: strata / qemu-nbd, medians. cpu: the server process's CPU seconds during the\n"+
 		"measurement; client: the client tool's (fio's or nbdcopy's) CPU seconds, from its rusage.\n"+
 		"cpu/work s:q: strata's CPU per request (or per MB) over qemu-nbd's; below 1 strata is\n"+
 		"cheaper. On a shared machine the CPU figures are steadier than the throughput.\n"+
+		nbdkitNote+
 		"machine: (server + client CPU seconds) / (wall seconds x %d cores), in %%: near 100 %%\n"+
 		"the phase was bound by the machine (other users' load not counted).\n"+
 		"disk: MB the server read from the disk during the phase (page-cache misses).\n", cores)
 	return err
+}
+
+// writeRow writes one tab-separated row of cells.
+func writeRow(w io.Writer, cells []string) {
+	fmt.Fprint(w, strings.Join(cells, "\t")+"\t\n")
 }
 
 func medianCell(ss []sample, unit string) string {
@@ -228,6 +267,15 @@ func medianCell(ss []sample, unit string) string {
 		return "-"
 	}
 	return fmtValue(median(values(ss)), unit)
+}
+
+// shareOfCell prints a's median as a share of ref's.
+func shareOfCell(a, ref []sample) string {
+	x, ok := medianRatio(a, ref)
+	if !ok {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f %%", 100*x)
 }
 
 func diskCell(ss []sample) string {
