@@ -16,7 +16,8 @@ import (
 // the first failure and returns no data then.
 func (s *Store) GetMany(ids []ChunkID, dsts [][]byte) ([][]byte, error) {
 	var first error
-	out, err := s.getMany(ids, dsts, func(_ int, err error) bool {
+	out := make([][]byte, len(ids))
+	err := s.getMany(ids, dsts, out, func(_ int, err error) bool {
 		first = err
 		return false
 	})
@@ -35,23 +36,35 @@ func (s *Store) GetMany(ids []ChunkID, dsts [][]byte) ([][]byte, error) {
 // it. A cache filling several readers' misses at once uses it, so one
 // damaged chunk fails only the reads of that chunk.
 func (s *Store) GetEach(ids []ChunkID, dsts [][]byte) (out [][]byte, errs []error, err error) {
-	errs = make([]error, len(ids))
-	out, err = s.getMany(ids, dsts, func(i int, err error) bool {
-		errs[i] = err
-		return true
-	})
-	if err != nil {
+	out, errs = make([][]byte, len(ids)), make([]error, len(ids))
+	if err := s.GetEachInto(ids, dsts, out, errs); err != nil {
 		return nil, nil, err
 	}
 	return out, errs, nil
 }
 
-// getMany is the loop of GetMany and GetEach. A chunk's own failure goes to
-// failed, already wrapped as Get wraps it; failed says whether to go on.
-// Chunks of one pack (a read of consecutive blocks of one import) are
-// decoded from one lookup of the pack.
-func (s *Store) getMany(ids []ChunkID, dsts [][]byte, failed func(i int, err error) bool) ([][]byte, error) {
-	out := make([][]byte, len(ids))
+// GetEachInto is GetEach into slices the caller owns and may reuse: out and
+// errs must have len(ids) entries, and are overwritten. A read path that
+// pools them allocates nothing per call for the results (two slices of
+// pointers, which the garbage collector also scans, per request).
+func (s *Store) GetEachInto(ids []ChunkID, dsts, out [][]byte, errs []error) error {
+	if len(out) != len(ids) || len(errs) != len(ids) {
+		return fmt.Errorf("storage: GetEachInto: %d ids, %d outs, %d errs", len(ids), len(out), len(errs))
+	}
+	clear(errs)
+	return s.getMany(ids, dsts, out, func(i int, err error) bool {
+		errs[i] = err
+		return true
+	})
+}
+
+// getMany is the loop of GetMany and GetEach: it sets out[i] (len(ids)
+// entries) to each chunk's bytes, nil for a failed one. A chunk's own
+// failure goes to failed, already wrapped as Get wraps it; failed says
+// whether to go on. Chunks of one pack (a read of consecutive blocks of one
+// import) are decoded from one lookup of the pack.
+func (s *Store) getMany(ids []ChunkID, dsts, out [][]byte, failed func(i int, err error) bool) error {
+	clear(out)
 	done := make([]bool, len(ids))
 	var stop error // a chunk's failure that ends the transaction early
 	// fail records chunk i's own error; false means stop.
@@ -131,10 +144,7 @@ func (s *Store) getMany(ids []ChunkID, dsts [][]byte, failed func(i int, err err
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if stop != nil {
-		return nil, stop
-	}
-	return out, nil
+	return stop
 }
