@@ -267,8 +267,6 @@ const inlineReadMax = 128 << 10
 // false, having sent nothing, when the read must go to a worker.
 func (c *conn) readInline(req request) bool {
 	n := int(req.length)
-	// No hole chunks here: for reads this small the extent lookup costs
-	// more than sending the zeros.
 	if n == 0 || n > inlineReadMax {
 		return false
 	}
@@ -282,18 +280,16 @@ func (c *conn) readInline(req request) bool {
 		putBuf(buf)
 		return false
 	}
-	c.lockW()
-	if c.sess.structured {
-		h := c.hdr[:structuredHdrSize+8]
-		putChunk(h, replyFlagDone, chunkOffsetData, req.cookie, uint32(8+n))
-		binary.BigEndian.PutUint64(h[20:], req.offset)
-		c.write(h)
-	} else {
-		h := c.hdr[:simpleReplySize]
-		putSimple(h, 0, req.cookie)
-		c.write(h)
+	// A read this large that the backend could serve without I/O is
+	// most often a hole (cold data goes to a worker): its zeros leave
+	// as hole chunks, as a worker's read would send them.
+	var segsArr [8]segment
+	segs := segsArr[:0]
+	if c.sess.structured && req.flags&cflagDF == 0 && n >= sparseReadMin {
+		segs = c.sparseSegments(segs, int64(req.offset), n)
 	}
-	c.writeData(*buf)
+	c.lockW()
+	c.sendRead(req, *buf, segs)
 	c.release(buf)
 	c.inlineUnlock()
 	if m != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"sync/atomic"
 	"testing"
 )
 
@@ -351,5 +352,54 @@ func TestByteBudget(t *testing.T) {
 	b.close()
 	if <-got {
 		t.Fatal("acquire succeeded on a closed budget")
+	}
+}
+
+// tryAll serves every read inline (a TryReader that never declines) and
+// counts them, so a test knows which path answered.
+type tryAll struct {
+	*memBackend
+	served *atomic.Int64
+}
+
+func (t tryAll) TryReadAt(p []byte, off int64) bool {
+	t.served.Add(1)
+	return t.ReadAt(context.Background(), p, off) == nil
+}
+
+// A large read the backend serves inline is split into data and hole
+// chunks like a worker's: zeros of a hole do not cross the socket.
+func TestInlineLargeReadSendsHoleChunks(t *testing.T) {
+	m := newMem(1 << 20)
+	data := pattern(5, 32<<10)
+	m.fill(64<<10, data) // data at [64K, 96K); the rest never written
+	var served atomic.Int64
+	ts := startServer(t, map[string]Backend{"d": tryAll{m, &served}}, nil)
+	rc := dialRaw(t, "unix", ts.sock)
+	rc.greet(3)
+	rc.goExport("d", true, false)
+
+	hole := rc.do(0, cmdRead, 128<<10, 64<<10, nil)
+	if hole.errno != 0 || hole.holes != 1 || hole.dataChunks != 0 || !bytes.Equal(hole.data, make([]byte, 64<<10)) {
+		t.Fatalf("64 KiB hole: errno %d, %d hole and %d data chunks", hole.errno, hole.holes, hole.dataChunks)
+	}
+	mixed := rc.do(0, cmdRead, 32<<10, 96<<10, nil)
+	want := append(append(make([]byte, 32<<10), data...), make([]byte, 32<<10)...)
+	if mixed.errno != 0 || mixed.holes != 2 || mixed.dataChunks != 1 || !bytes.Equal(mixed.data, want) {
+		t.Fatalf("hole, data, hole: errno %d, %d hole and %d data chunks", mixed.errno, mixed.holes, mixed.dataChunks)
+	}
+	// DF asks for one data chunk; reads under 64 KiB skip the extent
+	// lookup.
+	for _, c := range []struct {
+		flags  uint16
+		length uint32
+	}{{cflagDF, 64 << 10}, {0, 32 << 10}} {
+		rp := rc.do(c.flags, cmdRead, 128<<10, c.length, nil)
+		if rp.errno != 0 || rp.holes != 0 || rp.dataChunks != 1 || !bytes.Equal(rp.data, make([]byte, c.length)) {
+			t.Fatalf("flags %#x, %d bytes: errno %d, %d hole and %d data chunks", c.flags, c.length, rp.errno, rp.holes, rp.dataChunks)
+		}
+	}
+	if n := served.Load(); n != 4 {
+		t.Fatalf("%d reads served inline, want 4", n)
 	}
 }
