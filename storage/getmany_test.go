@@ -132,6 +132,36 @@ func TestGetEachFailsOnlyTheDamagedChunk(t *testing.T) {
 	}
 }
 
+// TestGetEachIntoOverwritesReusedSlices reads into slices left over from
+// an earlier call: every entry is overwritten, a stale error or buffer
+// never survives, and slices of the wrong length are refused.
+func TestGetEachIntoOverwritesReusedSlices(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(27, 28))
+	l := s.NewLease()
+	defer l.Release()
+	raw := textChunk(rng, 4096)
+	id, err := s.Put(raw, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []ChunkID{id, id + 1000}
+	stale := []byte("stale")
+	out, errs := [][]byte{stale, stale}, []error{ErrCorrupt, nil}
+	if err := s.GetEachInto(ids, nil, out, errs); err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || !bytes.Equal(out[0], raw) {
+		t.Fatalf("present chunk: err %v, equal %v", errs[0], bytes.Equal(out[0], raw))
+	}
+	if !errors.Is(errs[1], ErrNotFound) || out[1] != nil {
+		t.Fatalf("missing chunk: %q, err %v; want nil, ErrNotFound", out[1], errs[1])
+	}
+	if err := s.GetEachInto(ids, nil, out[:1], errs); err == nil {
+		t.Fatal("GetEachInto took one out slot for two ids")
+	}
+}
+
 // TestGetEachRunOfIDs reads runs of consecutive ids, the shape a multi-chunk
 // read of imported data has (one pack lookup for many): forward, over a
 // freed id, with a gap, a missing id, the zero chunk and a step back in the
