@@ -5,6 +5,8 @@ import (
 	"context"
 	"math/rand"
 	"testing"
+
+	"strata/storage"
 )
 
 // TestCacheAdmitsOnSecondMiss: through an image handle, the first read of a
@@ -100,5 +102,33 @@ func TestScanPassesTheCache(t *testing.T) {
 	}
 	if n, want := e.m.cache.cachedBytes(), int64(size-16<<10); n != want {
 		t.Fatalf("a pooled disk's first read left %d bytes in the cache, want %d", n, want)
+	}
+}
+
+// The doorkeeper admits an id on its second miss, and a run of
+// consecutive ids (one import's chunks, read in a scan) shares a cache
+// line without the ids forgetting one another.
+func TestDoorkeeperRemembersARunOfConsecutiveIDs(t *testing.T) {
+	d := newDoorkeeper(1 << 16)
+	const base = storage.ChunkID(4096)
+	for id := base; id < base+doorLine; id++ {
+		if d.again(id) {
+			t.Fatalf("first miss of %d admitted", id)
+		}
+	}
+	for id := base; id < base+doorLine; id++ {
+		if !d.again(id) {
+			t.Fatalf("second miss of %d not admitted", id)
+		}
+	}
+	// Where the run landed: eight slots of one aligned line.
+	lines := map[int]int{}
+	for i := range d.slots {
+		if v := storage.ChunkID(d.slots[i].Load()); v >= base && v < base+doorLine {
+			lines[i/doorLine]++
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("a run of %d ids spread over lines %v", doorLine, lines)
 	}
 }
