@@ -10,8 +10,9 @@
 // `serve` subcommand, the nbd package over a layer disk, in process; qemu:
 // qemu-nbd with writeback cache and thread AIO), so the server's CPU
 // seconds come from /proc. Write phases get a fresh disk (a fresh qcow2
-// overlay). Phases alternate between the servers, rounds alternate which
-// goes first, and the table shows medians.
+// overlay). Phases alternate between the servers, each round reverses
+// their order, and the table shows medians. --servers can add nbdkit's
+// memory plugin, loaded with the same data, as a reference.
 //
 //	go run ./cmd/strata-bench --size 256M --runtime 3s   # quick
 //	go run ./cmd/strata-bench                            # 4 GiB, 3 rounds of 10 s
