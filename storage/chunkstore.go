@@ -53,13 +53,14 @@ type Store struct {
 	holds     holdSet
 	newHashes newHashes // lets puts of new content skip the index lookup
 
-	// Store-wide figures, recomputed from the reference records on Open
-	// and moved by every commit after that (see stats.go).
+	// Store-wide figures, saved by Close, taken back or recounted at
+	// Open and moved by every commit (see stats.go).
 	chunks        atomic.Int64
 	rawBytes      atomic.Int64
 	storedBytes   atomic.Int64
 	referencedRaw atomic.Int64
 	corruptReads  atomic.Int64
+	counted       chan struct{} // closed when the figures are exact
 
 	// packBytes bounds a pack's records: packs are Badger values, and
 	// no value may outgrow a value-log file.
@@ -103,14 +104,19 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, dir: dir, opts: opts, stop: make(chan struct{}), openSerial: openSerials.Add(1)}
+	s := &Store{db: db, dir: dir, opts: opts, stop: make(chan struct{}), counted: make(chan struct{}), openSerial: openSerials.Add(1)}
 	s.packBytes = int(min(2*packMaxRaw, db.Opts().ValueLogFileSize/2))
 	s.holds.init()
-	if err := s.init(); err != nil {
+	saved, exact, err := s.savedCounts()
+	if err == nil {
+		err = s.init()
+	}
+	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	s.newHashes.init(s.chunks.Load())
+	s.openCounts(saved, exact)
+	s.newHashes.init(saved.chunks)
 	if !opts.InMemory {
 		s.adviseReadsAtOpen()
 	}
@@ -172,7 +178,8 @@ func validChunkSize(n int) error {
 }
 
 // init reads or creates the persistent settings (chunk size, hash secret),
-// then the id sequence, codec and figures.
+// then the id sequence and codec, and recovers the fresh chunks of leases
+// a crash ended (fresh.go).
 func (s *Store) init() error {
 	var secret []byte
 	err := s.db.Update(func(tx *badger.Txn) error {
@@ -233,10 +240,7 @@ func (s *Store) init() error {
 	if s.codec, err = newCodec(s.opts.CompressionLevel, s.opts.workers()); err != nil {
 		return fmt.Errorf("storage: codec: %w", err)
 	}
-	if err := s.recoverFresh(); err != nil {
-		return err
-	}
-	return s.recount()
+	return s.recoverFresh()
 }
 
 // storeFormat is the layout of chunk bodies this build reads and writes:
@@ -284,6 +288,9 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		if s.seq != nil {
 			err = s.seq.Release()
+		}
+		if cerr := s.saveCounts(); err == nil {
+			err = cerr
 		}
 		if cerr := s.db.Close(); err == nil {
 			err = cerr

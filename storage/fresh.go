@@ -124,9 +124,10 @@ func (s *Store) dropFreshMarkers(bases []ChunkID) error {
 	return nil
 }
 
-// recoverFresh runs on Open, before recount: every chunk of a marked pack
-// that still has its body but no reference record (its lease ended in a
-// crash) gets one, in the GC queue from now, and the marker goes.
+// recoverFresh runs on Open, before the counters are set: every chunk of a
+// marked pack that still has its body but no reference record (its lease
+// ended in a crash) gets one, in the GC queue from now, and the marker
+// goes.
 func (s *Store) recoverFresh() error {
 	type marked struct {
 		base  ChunkID

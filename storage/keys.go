@@ -25,6 +25,7 @@ var (
 	keySecret    = []byte{nsStore, 's', 'e', 'c', 'r', 'e', 't'}
 	keySequence  = []byte{nsStore, 's', 'e', 'q'}
 	keyFormat    = []byte{nsStore, 'f', 'o', 'r', 'm', 'a', 't'}
+	keyCounts    = []byte{nsStore, 'c', 'o', 'u', 'n', 't', 's'}
 	keyFlush     = []byte{nsFlush}
 )
 

@@ -182,7 +182,7 @@ func (g *gcWatcher) Collect(ch chan<- prometheus.Metric) {
 type storeCollector struct {
 	stats func() storage.Stats
 
-	chunks, raw, stored, referenced, corrupt, disk, dedup, compression *prometheus.Desc
+	chunks, raw, stored, referenced, corrupt, disk, dedup, compression, counting *prometheus.Desc
 }
 
 func newStoreCollector(stats func() storage.Stats) *storeCollector {
@@ -199,11 +199,12 @@ func newStoreCollector(stats func() storage.Stats) *storeCollector {
 		disk:        d("disk_bytes", "Size of the Badger LSM tree and value log on disk."),
 		dedup:       d("dedup_ratio", "Referenced raw bytes over stored raw bytes (1 = no sharing)."),
 		compression: d("compression_ratio", "Raw bytes over compressed bytes of the stored chunks (1 = incompressible)."),
+		counting:    d("counting", "1 while the chunk and byte figures are rebuilt after a start that followed no clean stop; they are left out meanwhile."),
 	}
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.chunks, c.raw, c.stored, c.referenced, c.corrupt, c.disk, c.dedup, c.compression} {
+	for _, d := range []*prometheus.Desc{c.chunks, c.raw, c.stored, c.referenced, c.corrupt, c.disk, c.dedup, c.compression, c.counting} {
 		ch <- d
 	}
 }
@@ -211,12 +212,18 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.stats()
 	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	ch <- prometheus.MustNewConstMetric(c.corrupt, prometheus.CounterValue, float64(s.CorruptReads))
+	g(c.disk, float64(s.DiskBytes))
+	if s.Counting {
+		// Partial figures would read as space freed: better none.
+		g(c.counting, 1)
+		return
+	}
+	g(c.counting, 0)
 	g(c.chunks, float64(s.Chunks))
 	g(c.raw, float64(s.RawBytes))
 	g(c.stored, float64(s.StoredBytes))
 	g(c.referenced, float64(s.ReferencedRaw))
-	ch <- prometheus.MustNewConstMetric(c.corrupt, prometheus.CounterValue, float64(s.CorruptReads))
-	g(c.disk, float64(s.DiskBytes))
 	g(c.dedup, s.DedupRatio())
 	g(c.compression, s.CompressionRatio())
 }

@@ -1,0 +1,203 @@
+package storage
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+)
+
+// crashClose ends s as a crash would for the counters: Badger closes, but
+// Close's saving of them never runs.
+func crashClose(t *testing.T, s *Store) {
+	t.Helper()
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		if err := s.db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s.codec.close()
+	})
+}
+
+// savedExact reports whether an Open now would believe the saved
+// counters, and their chunks.
+func savedExact(t *testing.T, s *Store) (bool, int64) {
+	t.Helper()
+	c, exact, err := s.savedCounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exact, c.chunks
+}
+
+// scannedStats is what a full scan of the reference records finds now,
+// in Stats' terms.
+func scannedStats(t *testing.T, s *Store) Stats {
+	t.Helper()
+	tx := s.db.NewTransaction(false)
+	defer tx.Discard()
+	c, _, err := s.scanCounts(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Stats{Chunks: c.chunks, RawBytes: c.raw, StoredBytes: c.stored, ReferencedRaw: c.refRaw}
+}
+
+// figures is st without what a scan cannot know.
+func figures(st Stats) Stats {
+	st.DiskBytes, st.CorruptReads, st.Counting = 0, 0, false
+	return st
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// putReferenced stores n new chunks and references each refs times.
+func putReferenced(t *testing.T, s *Store, rng *rand.Rand, n int, refs int64) []ChunkID {
+	t.Helper()
+	l := s.NewLease()
+	defer l.Release()
+	var ids []ChunkID
+	for range n {
+		id, err := s.Put(textChunk(rng, 4096), l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := s.Update(func(tx *Txn) error {
+		for _, id := range ids {
+			if err := tx.AddRef(id, refs); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// TestCleanCloseSavesCountersForOpen: after a clean Close, Open takes the
+// counters from the record Close left (no scan: they are exact when Open
+// returns). The record stops being believed as soon as anything commits
+// after it, so a crash later is never mistaken for a clean stop.
+func TestCleanCloseSavesCountersForOpen(t *testing.T) {
+	s, dir := openIn(t, testOptions())
+	rng := rand.New(rand.NewPCG(41, 42))
+	putReferenced(t, s, rng, 40, 2)
+	want := figures(s.Stats())
+	if want.Chunks != 40 || want.ReferencedRaw != 2*40*4096 {
+		t.Fatalf("figures before close %+v", want)
+	}
+	prev := recountHook
+	recountHook = func(*Store) { t.Error("Open after a clean Close scanned the reference records") }
+	defer func() { recountHook = prev }()
+	s = reopen(t, s, dir, testOptions())
+	if !isClosed(s.Counted()) || s.Stats().Counting {
+		t.Fatal("counters not ready when Open returned")
+	}
+	if got := figures(s.Stats()); got != want {
+		t.Fatalf("figures after reopen %+v, want %+v", got, want)
+	}
+	if exact, n := savedExact(t, s); exact || n != 40 {
+		t.Fatalf("record after Open: exact %v, %d chunks; want stale, 40", exact, n)
+	}
+}
+
+// TestCountersRebuiltAfterCrash: an Open that follows no clean Close
+// rebuilds the counters in the background. Commits made while the scan
+// runs (puts, references, a GC that frees) count exactly once, and the
+// result matches a fresh scan.
+func TestCountersRebuiltAfterCrash(t *testing.T) {
+	o := testOptions()
+	s, dir := openIn(t, o)
+	rng := rand.New(rand.NewPCG(43, 44))
+	old := putReferenced(t, s, rng, 30, 1)
+	// A clean stop saves the counters; what commits after makes them stale.
+	s = reopen(t, s, dir, o)
+	putReferenced(t, s, rng, 5, 1)
+	want := figures(s.Stats())
+	crashClose(t, s)
+
+	release := make(chan struct{})
+	prev := recountHook
+	recountHook = func(*Store) { <-release }
+	defer func() { recountHook = prev }()
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if isClosed(s.Counted()) || !s.Stats().Counting {
+		t.Fatal("the counters a crash left were believed")
+	}
+	// While the scan waits: ten chunks more, one dropped and freed.
+	putReferenced(t, s, rng, 10, 3)
+	if err := s.Update(func(tx *Txn) error { return tx.AddRef(old[0], -1) }); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.GC(context.Background()); err != nil || st.FreedChunks != 1 {
+		t.Fatalf("GC freed %d (%v), want 1", st.FreedChunks, err)
+	}
+	close(release)
+	<-s.Counted()
+	got := figures(s.Stats())
+	if got != scannedStats(t, s) {
+		t.Fatalf("figures after recount %+v, a scan finds %+v", got, scannedStats(t, s))
+	}
+	if got.Chunks != 44 || got.RawBytes != 44*4096 || got.ReferencedRaw != want.ReferencedRaw-4096+10*3*4096 {
+		t.Fatalf("figures after recount %+v (before the crash %+v)", got, want)
+	}
+}
+
+// TestUnfinishedRecountSavesNothing: a store closed while its recount is
+// still scanning keeps its record stale, so the next Open counts again.
+func TestUnfinishedRecountSavesNothing(t *testing.T) {
+	o := testOptions()
+	s, dir := openIn(t, o)
+	putReferenced(t, s, rand.New(rand.NewPCG(45, 46)), 5, 1)
+	want := figures(s.Stats())
+	crashClose(t, s)
+
+	started := make(chan struct{})
+	prev := recountHook
+	recountHook = func(s *Store) { close(started); <-s.stop }
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recountHook = prev
+	s, err = Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	<-s.Counted()
+	if got := figures(s.Stats()); got != want {
+		t.Fatalf("figures %+v, want %+v", got, want)
+	}
+}
+
+// TestNewStoreCountersReady: a new store's counters are exact (zero) when
+// Open returns; nothing is scanned.
+func TestNewStoreCountersReady(t *testing.T) {
+	prev := recountHook
+	recountHook = func(*Store) { t.Error("a new store scanned its reference records") }
+	defer func() { recountHook = prev }()
+	s := openTest(t, testOptions())
+	if !isClosed(s.Counted()) || s.Stats().Counting {
+		t.Fatal("a new store's counters are not ready")
+	}
+}
