@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"strata/storage"
 )
@@ -60,5 +65,33 @@ func sameMetrics(t *testing.T, when string, got, want map[string]float64) {
 		if got[k] != v {
 			t.Errorf("%s: %s = %v, want %v", when, k, got[k], v)
 		}
+	}
+}
+
+// TestLogRecount: nothing is logged when the figures are ready at start;
+// otherwise one line says they are being recounted and one when done.
+func TestLogRecount(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	ready := make(chan struct{})
+	close(ready)
+	logRecount(context.Background(), zap.New(core), ready, time.Now())
+	if n := logs.Len(); n != 0 {
+		t.Fatalf("%d lines logged for ready figures", n)
+	}
+
+	counting := make(chan struct{})
+	logRecount(context.Background(), zap.New(core), counting, time.Now())
+	if got := logs.FilterMessageSnippet("recounting").Len(); got != 1 {
+		t.Fatalf("%d lines say the figures are recounted, want 1: %v", got, logs.All())
+	}
+	close(counting)
+	// The line comes from a goroutine: wait for it (a failure ends at the
+	// deadline rather than with the test binary's timeout).
+	deadline := time.Now().Add(time.Minute)
+	for logs.FilterMessage("store figures recounted").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line for the end of the recount: %v", logs.All())
+		}
+		runtime.Gosched()
 	}
 }
