@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -172,4 +173,64 @@ func TestOneWriterAtATimeAndPromptHandover(t *testing.T) {
 	must(t, "qemu-io", "-f", "raw", d.uri(disk.ExportName), "-c", "read -P 0x61 0 64k", "-c", "write -P 0x62 64k 64k")
 	d.idle(t, disk.ExportName)
 	must(t, "qemu-io", "-r", "-f", "raw", d.uri(disk.ExportName), "-c", "read -P 0x61 0 64k", "-c", "read -P 0x62 64k 64k")
+}
+
+// TestStoreFiguresAcrossRestarts: a clean stop saves the store's chunk and
+// byte figures, so the next start shows them at once; after SIGKILL the
+// daemon recounts them in the background, says so in its log, leaves them
+// out of /metrics meanwhile, and ends with the same figures.
+func TestStoreFiguresAcrossRestarts(t *testing.T) {
+	work := t.TempDir()
+	d := startDaemon(t, filepath.Join(work, "data"))
+	d.ok(t, -1, nil, "folder", "create", "figures")
+	importText := func(name string, seed byte) {
+		t.Helper()
+		var b bytes.Buffer
+		for i := 0; b.Len() < 4*mib; i++ {
+			fmt.Fprintf(&b, "%s line %d of image %c\n", name, i, 'a'+seed)
+		}
+		file := filepath.Join(work, name+".raw")
+		if err := os.WriteFile(file, b.Bytes()[:4*mib], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d.ok(t, -1, nil, "image", "import", file, "--folder", "figures", "--name", name)
+	}
+	figures := func() [3]float64 {
+		t.Helper()
+		return [3]float64{d.metric(t, "strata_store_chunks"), d.metric(t, "strata_store_stored_bytes"),
+			d.metric(t, "strata_store_referenced_raw_bytes")}
+	}
+	recounts := func() int { return strings.Count(d.logText(), "recounting the store's") }
+
+	importText("first", 0)
+	want := figures()
+	if want[0] == 0 {
+		t.Fatal("no chunks stored by the import")
+	}
+	d.stop(t)
+	d.start(t)
+	if got := figures(); got != want || d.metric(t, "strata_store_counting") != 0 || recounts() != 0 {
+		t.Fatalf("after a clean restart: figures %v (want %v), %d recounts logged", got, want, recounts())
+	}
+
+	importText("second", 1)
+	want = figures()
+	d.kill(t)
+	d.start(t)
+	if recounts() != 1 {
+		t.Fatalf("%d recounts logged after SIGKILL, want 1\n%s", recounts(), d.logText())
+	}
+	deadline := time.Now().Add(time.Minute)
+	for d.metric(t, "strata_store_counting") != 0 {
+		if _, ok := d.sample(t, "strata_store_chunks"); ok {
+			t.Fatal("partial figures in /metrics while recounting")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still recounting a minute after start\n%s", d.logText())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := figures(); got != want {
+		t.Fatalf("after SIGKILL and the recount: figures %v, want %v", got, want)
+	}
 }
