@@ -54,9 +54,7 @@ func (s *Store) Audit(ctx context.Context, refs RefSource, verify bool) (AuditRe
 				return fmt.Errorf("walking references: %w", err)
 			}
 		}
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte{nsRef}
-		it := tx.NewIterator(opts)
+		it := refIterator(tx)
 		defer it.Close()
 		var rr refRecord
 		for it.Rewind(); it.Valid(); it.Next() {

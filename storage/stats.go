@@ -220,6 +220,14 @@ func (s *Store) recountFrom(tx *badger.Txn) {
 	}()
 }
 
+// refIterator walks the reference records tx sees, in id order, their
+// values (small, in the LSM) fetched ahead.
+func refIterator(tx *badger.Txn) *badger.Iterator {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte{nsRef}
+	return tx.NewIterator(opts)
+}
+
 // recountHook, when set (by tests), runs when a background recount has its
 // snapshot and before it scans.
 var recountHook func(*Store)
@@ -230,9 +238,7 @@ func (s *Store) scanCounts(tx *badger.Txn) (c counts, fresh []ChunkID, err error
 	if recountHook != nil {
 		recountHook(s)
 	}
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte{nsRef}
-	it := tx.NewIterator(opts)
+	it := refIterator(tx)
 	defer it.Close()
 	var rr refRecord
 	for it.Rewind(); it.Valid(); it.Next() {
