@@ -61,6 +61,7 @@ type Store struct {
 	referencedRaw atomic.Int64
 	corruptReads  atomic.Int64
 	counted       chan struct{} // closed when the figures are exact
+	recounted     bool          // Open found no saved figures (set before Open returns)
 
 	// packBytes bounds a pack's records: packs are Badger values, and
 	// no value may outgrow a value-log file.

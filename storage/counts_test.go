@@ -101,7 +101,7 @@ func TestCleanCloseSavesCountersForOpen(t *testing.T) {
 	recountHook = func(*Store) { t.Error("Open after a clean Close scanned the reference records") }
 	defer func() { recountHook = prev }()
 	s = reopen(t, s, dir, testOptions())
-	if !isClosed(s.Counted()) || s.Stats().Counting {
+	if !isClosed(s.Counted()) || s.Stats().Counting || s.RecountedAtOpen() {
 		t.Fatal("counters not ready when Open returned")
 	}
 	if got := figures(s.Stats()); got != want {
@@ -136,7 +136,7 @@ func TestCountersRebuiltAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if isClosed(s.Counted()) || !s.Stats().Counting {
+	if isClosed(s.Counted()) || !s.Stats().Counting || !s.RecountedAtOpen() {
 		t.Fatal("the counters a crash left were believed")
 	}
 	// While the scan waits: ten chunks more, one dropped and freed.
@@ -197,7 +197,7 @@ func TestNewStoreCountersReady(t *testing.T) {
 	recountHook = func(*Store) { t.Error("a new store scanned its reference records") }
 	defer func() { recountHook = prev }()
 	s := openTest(t, testOptions())
-	if !isClosed(s.Counted()) || s.Stats().Counting {
+	if !isClosed(s.Counted()) || s.Stats().Counting || s.RecountedAtOpen() {
 		t.Fatal("a new store's counters are not ready")
 	}
 }

@@ -65,6 +65,11 @@ func (s *Store) Stats() Stats {
 	return st
 }
 
+// RecountedAtOpen reports whether Open found no counters saved by a
+// clean Close and so rebuilds them from the reference records, in the
+// background (see Counted).
+func (s *Store) RecountedAtOpen() bool { return s.recounted }
+
 // Counted is closed once the counters Stats reports are exact: at Open
 // after a clean Close, or when the background recount ends. It stays open
 // if the recount failed or the store closed first.
@@ -187,6 +192,7 @@ func (s *Store) savedCounts() (c counts, exact bool, err error) {
 // anything else can commit: saved ones when exact, else a background
 // recount's.
 func (s *Store) openCounts(saved counts, exact bool) {
+	s.recounted = !exact
 	if exact {
 		s.add(saved)
 		close(s.counted)

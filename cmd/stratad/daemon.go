@@ -161,7 +161,9 @@ func run(ctx context.Context, cfg *config, log *zap.Logger) (err error) {
 		zap.Duration("gc_interval", sopts.GCInterval),
 		zap.Int64("cache_bytes", lopts.CacheBytes),
 		zap.Duration("took", time.Since(started)))
-	logRecount(ctx, log, store.Counted(), started)
+	if store.RecountedAtOpen() {
+		logRecount(ctx, log, store.Counted(), started)
+	}
 
 	d := &daemon{cfg: cfg, log: log, store: store, layers: layers, svc: svc, met: newMetrics()}
 	d.met.reg.MustRegister(newStoreCollector(store.Stats), newGCWatcher(d.met, store.LastGC),
@@ -527,14 +529,9 @@ func groupsOf(uid uint32) []uint32 {
 	return out
 }
 
-// logRecount tells the operator when the store's figures are being rebuilt
-// (the last stop was not clean) and when they are ready again.
+// logRecount tells the operator that the store's figures are being
+// rebuilt (the last stop was not clean) and when they are ready again.
 func logRecount(ctx context.Context, log *zap.Logger, counted <-chan struct{}, started time.Time) {
-	select {
-	case <-counted:
-		return
-	default:
-	}
 	log.Info("recounting the store's chunk and byte figures in the background (the last stop was not clean); /metrics leaves them out until done")
 	go func() {
 		select {
