@@ -312,6 +312,14 @@ func (d *daemon) metric(t *testing.T, name string) float64 {
 // sample reads one sample; ok is false when it is absent.
 func (d *daemon) sample(t *testing.T, name string) (float64, bool) {
 	t.Helper()
+	v, ok := d.scrape(t)[name]
+	return v, ok
+}
+
+// scrape reads /metrics once: every sample by its name and labels as
+// Prometheus prints them.
+func (d *daemon) scrape(t *testing.T) map[string]float64 {
+	t.Helper()
 	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var dd net.Dialer
 		return dd.DialContext(ctx, "unix", d.admin)
@@ -325,16 +333,19 @@ func (d *daemon) sample(t *testing.T, name string) (float64, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := map[string]float64{}
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", name, err)
-			}
-			return f, true
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
 		}
+		i := strings.LastIndexByte(line, ' ')
+		f, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = f
 	}
-	return 0, false
+	return out
 }
 
 // idle waits until no NBD connection is open on export. The daemon lets

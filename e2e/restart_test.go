@@ -221,8 +221,14 @@ func TestStoreFiguresAcrossRestarts(t *testing.T) {
 		t.Fatalf("%d recounts logged after SIGKILL, want 1\n%s", recounts(), d.logText())
 	}
 	deadline := time.Now().Add(time.Minute)
-	for d.metric(t, "strata_store_counting") != 0 {
-		if _, ok := d.sample(t, "strata_store_chunks"); ok {
+	for {
+		m := d.scrape(t)
+		if counting, ok := m["strata_store_counting"]; !ok {
+			t.Fatal("no strata_store_counting in /metrics")
+		} else if counting == 0 {
+			break
+		}
+		if _, ok := m["strata_store_chunks"]; ok {
 			t.Fatal("partial figures in /metrics while recounting")
 		}
 		if time.Now().After(deadline) {
