@@ -103,7 +103,7 @@ func (e *env) holders(id layer.LayerID) int64 {
 // auditStore checks every chunk count against the maps.
 func (e *env) auditStore() {
 	e.t.Helper()
-	rep, err := e.store.Audit(context.Background(), e.layers.Refs(), true)
+	rep, err := e.store.Audit(context.Background(), layer.Refs(), true)
 	if err != nil {
 		e.t.Fatal(err)
 	}

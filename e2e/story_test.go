@@ -268,10 +268,23 @@ func TestStoryImportDiskSnapshotFamily(t *testing.T) {
 		t.Fatalf("second stratad on the same data dir: exit %d: %s", second.code, second.stderr)
 	}
 
+	// An audit needs the daemon stopped, and says so.
+	audit := func() result {
+		return run(t, -1, filepath.Join(binDir, "stratad"), "audit", "--verify", "--data-dir", d.dataDir)
+	}
+	if r := audit(); r.code == 0 || !strings.Contains(r.stderr, "another stratad") {
+		t.Fatalf("audit of a running daemon's store: exit %d: %s", r.code, r.stderr)
+	}
+
 	// Restart: SIGTERM, start again; clients find their exports and data.
 	d.stop(t)
 	if _, err := os.Stat(d.admin); !os.IsNotExist(err) {
 		t.Errorf("admin socket left behind after a clean stop: %v", err)
+	}
+	// Every count matches the maps of the images, snapshots and disks
+	// made above, and every chunk its checksum.
+	if r := audit(); r.code != 0 || !strings.HasSuffix(r.stdout, "clean\n") || strings.Contains(r.stdout, "not checked") {
+		t.Fatalf("audit after the story: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	d.start(t)
 	checkDisks(t, d)

@@ -120,7 +120,7 @@ func (e *env) importBytes(data []byte) LayerID {
 // audit checks that every chunk count equals the references the maps hold.
 func (e *env) audit() storage.AuditReport {
 	e.t.Helper()
-	rep, err := e.store.Audit(context.Background(), e.m.Refs(), true)
+	rep, err := e.store.Audit(context.Background(), Refs(), true)
 	if err != nil {
 		e.t.Fatal(err)
 	}

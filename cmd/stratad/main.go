@@ -39,7 +39,9 @@ A flag on the command line wins over the file.
 
 SIGTERM or SIGINT shuts down cleanly: NBD clients are drained and flushed,
 operations stop at a point they resume from, the store is closed. A second
-signal exits at once.`,
+signal exits at once.
+
+'stratad audit' checks the store of a stopped daemon.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -76,5 +78,6 @@ signal exits at once.`,
 	cmd.Flags().SortFlags = false
 	cmd.Flags().StringVar(&configFile, "config", "", "JSON file of flag values (keys are long flag names); command-line flags win")
 	cfg.registerFlags(cmd.Flags())
+	cmd.AddCommand(newAuditCommand())
 	return cmd
 }
