@@ -31,61 +31,38 @@ func (r AuditReport) Clean() bool {
 // Audit rebuilds every reference count from refs and compares. With verify,
 // every chunk is read and checksummed too.
 //
-// The rebuilt counts are held in a map of id -> count (about 40 bytes per
-// distinct referenced chunk: 400 MB for ten million chunks); the stored
-// records and chunk bodies are streamed. The walk of refs and the read of
-// the stored counts are one snapshot, so changes that commit maps and
+// The rebuilt counts are held in a map of id -> count, about 40 bytes per
+// distinct referenced chunk, for one range of ids at a time: a store of
+// more than auditPassRecords reference records is audited in several
+// passes over its id space, each walking refs again, so memory stays near
+// 320 MB however large the store. The stored records and chunk bodies are
+// streamed. All passes read one snapshot, so changes that commit maps and
 // counts together never show up as differences, however busy the store.
 func (s *Store) Audit(ctx context.Context, refs RefSource, verify bool) (AuditReport, error) {
 	var rep AuditReport
-	want := make(map[ChunkID]int64)
 	// One snapshot for the maps and the counts: a release that drops a map
 	// and its counts in one transaction (the layer's reaper, say) is
 	// either wholly before it or wholly after.
 	err := s.db.View(func(tx *badger.Txn) error {
-		if refs != nil {
-			err := refs(&Txn{s: s, tx: tx}, func(id ChunkID) error {
-				if id != ZeroChunk {
-					want[id]++
-				}
-				return ctx.Err()
-			})
-			if err != nil {
-				return fmt.Errorf("walking references: %w", err)
-			}
+		bounds, err := auditBounds(ctx, tx, auditPassRecords)
+		if err != nil {
+			return err
 		}
-		it := refIterator(tx)
-		defer it.Close()
-		var rr refRecord
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
+		lo := ChunkID(0)
+		for i := 0; i <= len(bounds); i++ {
+			r := idRange{lo: lo, last: i == len(bounds)}
+			if !r.last {
+				r.hi = bounds[i]
+			}
+			if err := s.auditRange(ctx, tx, refs, r, &rep); err != nil {
 				return err
 			}
-			id, ok := parseIDKey(it.Item().Key())
-			if !ok {
-				continue
-			}
-			rep.Chunks++
-			if err := it.Item().Value(rr.unmarshal); err != nil {
-				rep.Corrupt = append(rep.Corrupt, id)
-				continue
-			}
-			n := want[id]
-			delete(want, id)
-			switch {
-			case rr.count > n:
-				rep.Leaked = append(rep.Leaked, id)
-			case rr.count < n:
-				rep.Missing = append(rep.Missing, id)
-			}
+			lo = r.hi
 		}
 		return nil
 	})
 	if err != nil {
 		return rep, fmt.Errorf("storage: audit: %w", err)
-	}
-	for id := range want {
-		rep.Dangling = append(rep.Dangling, id)
 	}
 	if verify {
 		if err := s.verifyAll(ctx, &rep); err != nil {
@@ -96,6 +73,94 @@ func (s *Store) Audit(ctx context.Context, refs RefSource, verify bool) (AuditRe
 		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
 	}
 	return rep, nil
+}
+
+// auditPassRecords bounds the reference records one pass of Audit covers
+// (a variable for tests).
+var auditPassRecords = 8 << 20
+
+// idRange is the ids from lo up to hi, hi excluded, or with no end if last.
+type idRange struct {
+	lo, hi ChunkID
+	last   bool
+}
+
+func (r idRange) has(id ChunkID) bool { return id >= r.lo && (r.last || id < r.hi) }
+
+// auditBounds cuts the id space into ranges of at most per reference
+// records: it returns the first id of every range after the first.
+func auditBounds(ctx context.Context, tx *badger.Txn, per int) ([]ChunkID, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte{nsRef}
+	opts.PrefetchValues = false
+	it := tx.NewIterator(opts)
+	defer it.Close()
+	var bounds []ChunkID
+	n := 0
+	for it.Rewind(); it.Valid(); it.Next() {
+		id, ok := parseIDKey(it.Item().Key())
+		if !ok {
+			continue
+		}
+		if n == per {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			bounds = append(bounds, id)
+			n = 0
+		}
+		n++
+	}
+	return bounds, nil
+}
+
+// auditRange rebuilds the counts of the ids in r from refs and compares
+// them with the reference records of r.
+func (s *Store) auditRange(ctx context.Context, tx *badger.Txn, refs RefSource, r idRange, rep *AuditReport) error {
+	want := make(map[ChunkID]int64)
+	if refs != nil {
+		err := refs(&Txn{s: s, tx: tx}, func(id ChunkID) error {
+			if id != ZeroChunk && r.has(id) {
+				want[id]++
+			}
+			return ctx.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("walking references: %w", err)
+		}
+	}
+	it := refIterator(tx)
+	defer it.Close()
+	var rr refRecord
+	for it.Seek(idKey(nsRef, r.lo)); it.Valid(); it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		id, ok := parseIDKey(it.Item().Key())
+		if !ok {
+			continue
+		}
+		if !r.has(id) {
+			break
+		}
+		rep.Chunks++
+		if err := it.Item().Value(rr.unmarshal); err != nil {
+			rep.Corrupt = append(rep.Corrupt, id)
+			continue
+		}
+		n := want[id]
+		delete(want, id)
+		switch {
+		case rr.count > n:
+			rep.Leaked = append(rep.Leaked, id)
+		case rr.count < n:
+			rep.Missing = append(rep.Missing, id)
+		}
+	}
+	for id := range want {
+		rep.Dangling = append(rep.Dangling, id)
+	}
+	return nil
 }
 
 // verifyAll decodes and checksums every stored chunk, streaming. It walks

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 )
 
@@ -199,5 +200,69 @@ func TestNewStoreCountersReady(t *testing.T) {
 	s := openTest(t, testOptions())
 	if !isClosed(s.Counted()) || s.Stats().Counting || s.RecountedAtOpen() {
 		t.Fatal("a new store's counters are not ready")
+	}
+}
+
+// TestAuditInPassesMatchesOnePass: an audit cut into passes over id ranges
+// (down to one record a pass) finds exactly what one pass finds, dangling
+// ids below, between and above the stored ones included.
+func TestAuditInPassesMatchesOnePass(t *testing.T) {
+	s := openTest(t, testOptions())
+	rng := rand.New(rand.NewPCG(47, 48))
+	ids := putReferenced(t, s, rng, 40, 1)
+	have := map[ChunkID]bool{}
+	for _, id := range ids {
+		have[id] = true
+	}
+	ghosts := []ChunkID{1, ids[0] + 100000, 1 << 60}
+	for _, g := range ghosts {
+		if have[g] {
+			t.Fatalf("ghost %d is stored", g)
+		}
+	}
+	// Every third chunk is not in the maps (leaked), every fifth twice
+	// (missing), the rest once.
+	refs := func(_ *Txn, yield func(ChunkID) error) error {
+		for i, id := range ids {
+			n := 1
+			switch {
+			case i%3 == 0:
+				n = 0
+			case i%5 == 0:
+				n = 2
+			}
+			for range n {
+				if err := yield(id); err != nil {
+					return err
+				}
+			}
+		}
+		for _, g := range ghosts {
+			if err := yield(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	audit := func(per int) AuditReport {
+		t.Helper()
+		prev := auditPassRecords
+		auditPassRecords = per
+		defer func() { auditPassRecords = prev }()
+		rep, err := s.Audit(context.Background(), refs, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	one := audit(1 << 30)
+	if one.Chunks != 40 || len(one.Leaked) != 14 || len(one.Missing) != 5 || len(one.Dangling) != 3 || len(one.Corrupt) != 0 {
+		t.Fatalf("one pass: %d chunks, %d leaked, %d missing, %v dangling, %d corrupt",
+			one.Chunks, len(one.Leaked), len(one.Missing), one.Dangling, len(one.Corrupt))
+	}
+	for _, per := range []int{1, 3, 7, 40} {
+		if got := audit(per); !reflect.DeepEqual(got, one) {
+			t.Fatalf("%d records a pass: %+v\none pass: %+v", per, got, one)
+		}
 	}
 }
