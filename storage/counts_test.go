@@ -60,19 +60,26 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// putReferenced stores n new chunks and references each refs times.
-func putReferenced(t *testing.T, s *Store, rng *rand.Rand, n int, refs int64) []ChunkID {
+// putEach puts n chunks that next makes, under l, and returns their ids.
+func putEach(t testing.TB, s *Store, l *Lease, n int, next func() []byte) []ChunkID {
 	t.Helper()
-	l := s.NewLease()
-	defer l.Release()
-	var ids []ChunkID
+	ids := make([]ChunkID, 0, n)
 	for range n {
-		id, err := s.Put(textChunk(rng, 4096), l)
+		id, err := s.Put(next(), l)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
+	return ids
+}
+
+// putReferenced stores n new chunks and references each refs times.
+func putReferenced(t *testing.T, s *Store, rng *rand.Rand, n int, refs int64) []ChunkID {
+	t.Helper()
+	l := s.NewLease()
+	defer l.Release()
+	ids := putEach(t, s, l, n, func() []byte { return textChunk(rng, 4096) })
 	if err := s.Update(func(tx *Txn) error {
 		for _, id := range ids {
 			if err := tx.AddRef(id, refs); err != nil {

@@ -456,14 +456,7 @@ func TestDeleteEverythingGCFreesAllAndDiskShrinks(t *testing.T) {
 		n = 800
 	}
 	l := s.NewLease()
-	var ids []ChunkID
-	for range n {
-		id, err := s.Put(randomChunk(rng, 4096), l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
+	ids := putEach(t, s, l, n, func() []byte { return randomChunk(rng, 4096) })
 	addRefs(t, s, ids...)
 	l.Release()
 	ctx := context.Background()
